@@ -1,0 +1,127 @@
+"""The project's command line: `python -m <package> serve|dev|migrate|gen`.
+
+Nothing here imports the application (or the generated code) until a command needs it, so
+`gen` works on a fresh checkout and `migrate` works when the handlers do not compile yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from . import pgembed
+from .migrations import APP_TABLE, MigrationError, Migrator
+from .paths import MIGRATIONS_DIR, PACKAGE_DIR
+from .settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger(__name__)
+
+
+class CliError(Exception):
+    """A problem to report in one line, without a traceback."""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    package = PACKAGE_DIR.name
+    parser = argparse.ArgumentParser(prog=f"python -m {package}", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API server (production style)")
+    dev = commands.add_parser("dev", help="run the API server with auto-reload")
+    for command in (serve, dev):
+        command.add_argument("--host", help="bind address (default: HOST)")
+        command.add_argument("--port", type=int, help="port (default: PORT)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+
+    migrate = commands.add_parser("migrate", help="apply or inspect sql/migrations")
+    migrate.add_argument("action", nargs="?", choices=["up", "down", "status"], default="up")
+    migrate.add_argument("--steps", type=int, default=1, help="migrations to revert with `down`")
+
+    commands.add_parser("gen", help="generate code from api/ and sql/ (same as `make gen`)")
+    commands.add_parser("db-url", help="print the database URL (starts the embedded server)")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "gen":
+            from .codegen.__main__ import main as gen_main
+
+            sys.exit(gen_main([]))
+        settings = _settings(package)
+        logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+        if args.command in ("serve", "dev"):
+            _serve(package, settings, args, reload=args.command == "dev")
+        elif args.command == "migrate":
+            _migrate(settings, args.action, args.steps)
+        elif args.command == "db-url":
+            print(_database_url(package, settings))
+    except (CliError, SettingsError, MigrationError, pgembed.EmbeddedPostgresError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _settings(package: str) -> Settings:
+    """The app's settings class if it has one (`<package>.settings.AppSettings`), else the base."""
+    try:
+        module = importlib.import_module(f"{package}.settings")
+        cls = getattr(module, "AppSettings", Settings)
+    except ModuleNotFoundError:
+        cls = Settings
+    return load_settings(cls)
+
+
+def _database_url(package: str, settings: Settings) -> str:
+    """DATABASE_URL, or the embedded server's URL (exported so child processes reuse it)."""
+    if settings.database_url:
+        return settings.database_url
+    url = pgembed.start(settings.embedded_pg_dir, package)
+    os.environ["DATABASE_URL"] = url
+    return url
+
+
+def _serve(package: str, settings: Settings, args: argparse.Namespace, *, reload: bool) -> None:
+    import uvicorn
+
+    _database_url(package, settings)  # start the embedded server once, in the supervisor
+    uvicorn.run(
+        f"{package}.app:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        reload=reload,
+        reload_dirs=[str(PACKAGE_DIR)] if reload else None,
+        workers=None if reload else args.workers,
+        log_level=settings.log_level,
+        access_log=reload,
+    )
+
+
+def _migrate(settings: Settings, action: str, steps: int) -> None:
+    import asyncpg
+
+    url = _database_url(PACKAGE_DIR.name, settings)
+    migrator = Migrator(MIGRATIONS_DIR, table=APP_TABLE)
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            if action == "up":
+                applied = await migrator.up(conn)
+                print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.label}" for m in applied))
+            elif action == "down":
+                reverted = await migrator.down(conn, steps)
+                print(f"reverted {len(reverted)} migration(s)" + "".join(f"\n  {m.label}" for m in reverted))
+            else:
+                for entry in await migrator.status(conn):
+                    print(f"{'applied' if entry.applied else 'pending'}  {entry.migration.label}")
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        raise CliError(f"cannot connect to the database: {exc}") from exc

@@ -1,0 +1,143 @@
+"""The database handle: one asyncpg pool per process, and transactions on it.
+
+`Database` is created unconnected in the composition root (so handlers and generated
+queries can hold it from the start) and connected in the server's lifespan. It forwards
+the asyncpg query methods to the pool, so generated `Queries(db)` work on it directly,
+and `async with db.transaction() as tx: Queries(tx)` runs the same queries in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+Connection = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+ConnectionInit = Callable[[asyncpg.Connection[asyncpg.Record]], Awaitable[None]]
+IsolationLevel = Literal["read_committed", "repeatable_read", "serializable"]
+
+
+async def register_json_codecs(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Decode json/jsonb to Python values and encode Python values to them, on every connection.
+
+    Without this asyncpg hands JSON over as `str`; with it, generated code, the task engine
+    and your own queries all see the same `dict`/`list`/scalars.
+    """
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, schema="pg_catalog", encoder=json.dumps, decoder=json.loads, format="text"
+        )
+
+
+class DatabaseNotConnected(RuntimeError):
+    """A query ran before the server's lifespan connected the pool (or after it closed it)."""
+
+
+class Database:
+    """An asyncpg pool that is created lazily and that generated queries can use directly."""
+
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        init: ConnectionInit | None = None,
+    ) -> None:
+        self.url = url
+        self.min_size = min_size
+        self.max_size = max_size
+        self._init = init
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+
+    async def connect(self, url: str | None = None) -> None:
+        """Open the pool (idempotent). `url` overrides the one given at construction."""
+        if self._pool is not None:
+            return
+        self.url = url or self.url
+        if not self.url:
+            raise DatabaseNotConnected("no database URL: set DATABASE_URL or use the embedded server")
+        self._pool = await asyncpg.create_pool(
+            self.url,
+            min_size=min(self.min_size, self.max_size),
+            max_size=self.max_size,
+            init=self._init_connection,
+        )
+
+    async def _init_connection(self, conn: asyncpg.Connection[asyncpg.Record]) -> None:
+        await register_json_codecs(conn)
+        if self._init is not None:
+            await self._init(conn)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool[asyncpg.Record]:
+        if self._pool is None:
+            raise DatabaseNotConnected("the database pool is not connected (is the app started?)")
+        return self._pool
+
+    @asynccontextmanager
+    async def transaction(
+        self, *, isolation: IsolationLevel | None = None, readonly: bool = False
+    ) -> AsyncIterator[Connection]:
+        """Borrow a connection and run a transaction on it: commit on exit, roll back on error."""
+        async with self.pool.acquire() as conn:
+            async with conn.transaction(isolation=isolation, readonly=readonly):
+                yield conn
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """Borrow a connection without a transaction (e.g. for LISTEN or session settings)."""
+        async with self.pool.acquire() as conn:
+            yield conn
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """True when a trivial query succeeds within `timeout` seconds."""
+        try:
+            return await self.pool.fetchval("SELECT 1", timeout=timeout) == 1
+        except (OSError, asyncpg.PostgresError, DatabaseNotConnected, TimeoutError):
+            return False
+
+    # The asyncpg query methods, forwarded to the pool: `Database` is a generated-code DBTX.
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
+        return await self.pool.execute(query, *args, timeout=timeout)
+
+    async def executemany(
+        self, command: str, args: Iterable[Sequence[Any]], *, timeout: float | None = None
+    ) -> None:
+        await self.pool.executemany(command, args, timeout=timeout)
+
+    async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[asyncpg.Record]:
+        return await self.pool.fetch(query, *args, timeout=timeout)
+
+    async def fetchrow(
+        self, query: str, *args: Any, timeout: float | None = None
+    ) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(query, *args, timeout=timeout)
+
+    async def fetchval(
+        self, query: str, *args: Any, column: int = 0, timeout: float | None = None
+    ) -> Any:
+        return await self.pool.fetchval(query, *args, column=column, timeout=timeout)
+
+    async def copy_records_to_table(
+        self,
+        table_name: str,
+        *,
+        records: Iterable[Sequence[Any]],
+        columns: Sequence[str] | None = None,
+        schema_name: str | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        return await self.pool.copy_records_to_table(
+            table_name, records=records, columns=columns, schema_name=schema_name, timeout=timeout
+        )

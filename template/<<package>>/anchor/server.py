@@ -1,0 +1,99 @@
+"""The FastAPI application shell: lifespan (database, migrations), health and readiness probes.
+
+Your composition root (`app.py`) builds the handlers and mounts the generated routers;
+this module owns what every Anchor service does the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from . import pgembed
+from .db import Database
+from .migrations import APP_TABLE, Migrator
+from .paths import MIGRATIONS_DIR
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Lifecycle:
+    """Steps run after the database is ready (in order) and before it closes (in reverse)."""
+
+    startup: list[Hook] = field(default_factory=list)
+    shutdown: list[Hook] = field(default_factory=list)
+
+
+def create_server(
+    settings: Settings,
+    *,
+    db: Database,
+    title: str,
+    version: str,
+    description: str = "",
+    migration_sets: Sequence[tuple[Path, str]] = ((MIGRATIONS_DIR, APP_TABLE),),
+    lifecycle: Lifecycle | None = None,
+) -> FastAPI:
+    """A FastAPI app whose lifespan connects `db`, migrates, and runs the lifecycle hooks."""
+    lifecycle = lifecycle or Lifecycle()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = db.url or settings.database_url or await _embedded_url(settings)
+        if settings.migrate_on_start:
+            await _migrate(url, migration_sets)
+        await db.connect(url)
+        try:
+            for hook in lifecycle.startup:
+                await hook()
+            yield
+        finally:
+            for hook in reversed(lifecycle.shutdown):
+                await hook()
+            await db.close()
+
+    app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        """Readiness: the database answers."""
+        if await db.ping():
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable", "reason": "database"}, status_code=503)
+
+    return app
+
+
+async def _embedded_url(settings: Settings) -> str:
+    from .paths import PACKAGE_DIR
+
+    return await asyncio.to_thread(pgembed.start, settings.embedded_pg_dir, PACKAGE_DIR.name)
+
+
+async def _migrate(url: str, migration_sets: Sequence[tuple[Path, str]]) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        for directory, table in migration_sets:
+            applied = await Migrator(directory, table=table).up(conn)
+            if applied:
+                log.info("applied %d migration(s) from %s", len(applied), directory)
+    finally:
+        await conn.close()

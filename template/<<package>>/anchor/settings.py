@@ -1,0 +1,56 @@
+"""Settings read from environment variables (and a `.env` file in development).
+
+Subclass `Settings` in your app's `settings.py` to add your own; every field maps to an
+upper-case environment variable of the same name (`database_url` <- `DATABASE_URL`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql:// URL. Unset: start the embedded PostgreSQL in EMBEDDED_PG_DIR.",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
+    log_level: LogLevel = Field(default="info", description="Log level of the app and the server.")
+    db_pool_min_size: int = Field(default=2, ge=0, description="Connections kept open per process.")
+    db_pool_max_size: int = Field(default=10, ge=1, description="Upper bound of connections per process.")
+    migrate_on_start: bool = Field(
+        default=True,
+        description="Apply pending migrations when the server starts (safe with many replicas).",
+    )
+    embedded_pg_dir: Path = Field(
+        default=Path(".anchor/pgdata"),
+        description="Data folder of the embedded PostgreSQL, used when DATABASE_URL is unset.",
+    )
+
+
+class SettingsError(Exception):
+    """Configuration from the environment is invalid; the message names each variable."""
+
+
+S = TypeVar("S", bound=Settings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Build settings, turning pydantic's errors into one message that names the variables."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"  {name}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("invalid configuration:\n" + "\n".join(problems)) from None
