@@ -13,6 +13,7 @@ the second process to arrive waits, then finds nothing left to do.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -197,7 +198,14 @@ class _AdvisoryLock:
         self.conn, self.key, self.migrator = conn, key, migrator
 
     async def __aenter__(self) -> None:
-        await self.conn.execute("SELECT pg_advisory_lock($1, $2)", self.NAMESPACE, self.key)
+        # Poll instead of blocking in pg_advisory_lock(): a session blocked in a statement holds
+        # a snapshot, and CREATE INDEX CONCURRENTLY in the winner's migration would wait for it.
+        delay = 0.02
+        while not await self.conn.fetchval(
+            "SELECT pg_try_advisory_lock($1, $2)", self.NAMESPACE, self.key
+        ):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
         await self.migrator._ensure_table(self.conn)
 
     async def __aexit__(self, *exc: object) -> None:

