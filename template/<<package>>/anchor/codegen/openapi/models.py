@@ -2,8 +2,8 @@
 
 The generator runs as a library on a minimal document (just the schemas, including the inline ones
 the spec module hoisted), into a temporary directory together with its model metadata: that maps
-every components/schemas key to the class it became (``Field`` becomes ``FieldModel``, ``job-status``
-becomes ``JobStatus``), which is how the server interface names the models.
+every components/schemas key to the class it became (``Field`` becomes ``FieldModel``,
+``job-status`` becomes ``JobStatus``), which is how the server interface names the models.
 """
 
 from __future__ import annotations
@@ -35,14 +35,13 @@ def generate_models(
 ) -> Models:
     """The models of `schemas` (components/schemas plus hoisted inline schemas)."""
     if not schemas:
-        return Models(source=f'{header}\n"""The API defines no schemas, so there are no models."""\n')
+        return Models(
+            source=f'{header}\n"""The API defines no schemas, so there are no models."""\n'
+        )
 
-    from datamodel_code_generator import (
-        DataModelType,
-        InputFileType,
-        PythonVersion,
-        generate,
-    )
+    # Imported here: it takes a while, and only rendering needs it.
+    from datamodel_code_generator import InputFileType, PythonVersion, generate
+    from datamodel_code_generator.enums import DataModelType
     from datamodel_code_generator.format import Formatter
 
     document = {
@@ -79,15 +78,17 @@ def generate_models(
             raise
         except Exception as exc:  # the generator's own errors are about the user's schemas
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise GenError(f"cannot generate models from the schemas: {message}", path=display_path) from None
+            raise GenError(
+                f"cannot generate models from the schemas: {message}", path=display_path
+            ) from None
         source = output.read_text(encoding="utf-8")
         entries = json.loads(metadata.read_text(encoding="utf-8"))["models"]
 
     prefix = "#/components/schemas/"
     class_names = {
-        entry["source_ref"][len(prefix):]: entry["class_name"]
+        entry["source_ref"][len(prefix) :]: entry["class_name"]
         for entry in entries
-        if entry["source_ref"].startswith(prefix) and "/" not in entry["source_ref"][len(prefix):]
+        if entry["source_ref"].startswith(prefix) and "/" not in entry["source_ref"][len(prefix) :]
     }
     return Models(
         source=source.rstrip("\n") + "\n",

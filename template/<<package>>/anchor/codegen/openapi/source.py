@@ -40,7 +40,7 @@ class Source:
 
 
 def load(path: Path, display_path: str) -> Source:
-    """Read and parse the document at `path`; any problem becomes a GenError naming `display_path`."""
+    """Read and parse the document at `path`; problems are GenErrors naming `display_path`."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -82,17 +82,21 @@ class _Loader(yaml.SafeLoader):
         }
 
 
-def _node_lines(node: yaml.Node, location: Location, display_path: str) -> Iterator[tuple[Location, int]]:
+def _node_lines(
+    node: yaml.Node, location: Location, display_path: str
+) -> Iterator[tuple[Location, int]]:
     """The (location, line) of every key and item under `node`; duplicate keys are an error."""
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                # A `<<: *anchor` merge key: its keys land in this mapping, without lines of their own.
+                # A YAML merge key: its keys land in this mapping, without lines of their own.
                 continue
             key = _key(key_node)
             if key in seen:
-                raise GenError(f"duplicate key {key!r}", path=display_path, line=key_node.start_mark.line + 1)
+                raise GenError(
+                    f"duplicate key {key!r}", path=display_path, line=key_node.start_mark.line + 1
+                )
             seen.add(key)
             yield (*location, key), key_node.start_mark.line + 1
             yield from _node_lines(value_node, (*location, key), display_path)
@@ -103,5 +107,5 @@ def _node_lines(node: yaml.Node, location: Location, display_path: str) -> Itera
 
 
 def _key(node: yaml.Node) -> str:
-    """A mapping key as the document is addressed by: always a string (`200:` and `"200":` alike)."""
-    return str(node.value) if isinstance(node, yaml.ScalarNode) else f"<{node.id}>"
+    """A mapping key as the document is addressed: a string (`200:` and `"200":` alike)."""
+    return str(node.value) if isinstance(node, yaml.ScalarNode) else f"<{type(node).__name__}>"

@@ -108,7 +108,7 @@ class RequestBody:
 
 @dataclass(frozen=True)
 class Response:
-    """A documented response: `status` is "200", "4XX" or "default"; `type` None means no JSON body."""
+    """A documented response: `status` is "200", "4XX" or "default"; `type` None: no JSON body."""
 
     status: str
     description: str
@@ -156,7 +156,8 @@ def parse(source: Source) -> Api:
 
 
 def snake_case(name: str) -> str:
-    """``getCounter`` -> ``get_counter``, ``X-Request-Id`` -> ``x_request_id``, ``HTTPStatus`` -> ``http_status``."""
+    """``getCounter`` -> ``get_counter``, ``X-Request-Id`` -> ``x_request_id``, ``HTTPStatus``
+    -> ``http_status``."""
     name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
     name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
     return re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
@@ -168,7 +169,7 @@ def pascal_case(name: str) -> str:
 
 
 def python_name(name: str) -> str:
-    """A valid, non-reserved Python identifier for a spec name: snake_case, ``from`` -> ``from_``."""
+    """A valid, non-reserved Python identifier for a spec name: ``from`` -> ``from_``."""
     result = snake_case(name) or "param"
     if result[0].isdigit():
         result = f"p_{result}"
@@ -180,7 +181,9 @@ def python_name(name: str) -> str:
 def is_json_media_type(media_type: str) -> bool:
     """``application/json``, ``application/problem+json``, ``application/json; charset=utf-8``."""
     base = media_type.split(";", 1)[0].strip().lower()
-    return base == "application/json" or (base.startswith("application/") and base.endswith("+json"))
+    return base == "application/json" or (
+        base.startswith("application/") and base.endswith("+json")
+    )
 
 
 class _Parser:
@@ -256,12 +259,16 @@ class _Parser:
             raise self.error(f"{kind} in {self.where(location)} must be a mapping", location)
         return value, location
 
-    def mapping(self, container: Mapping[str, Any], key: str, location: Location, *, required: bool) -> dict[str, Any]:
+    def mapping(
+        self, container: Mapping[str, Any], key: str, location: Location, *, required: bool
+    ) -> dict[str, Any]:
         value = container.get(key)
         if value is None and not required:
             return {}
         if value is None:
-            raise self.error(f"missing `{key}` in {self.where(location) or 'the document'}", location)
+            raise self.error(
+                f"missing `{key}` in {self.where(location) or 'the document'}", location
+            )
         if not isinstance(value, dict):
             raise self.error(f"`{key}` must be a mapping", (*location, key))
         return value
@@ -284,13 +291,16 @@ class _Parser:
             )
         self.spec = spec
         if "swagger" in spec and "openapi" not in spec:
-            raise self.error("Swagger 2.0 documents are not supported: convert it to OpenAPI 3", ("swagger",))
+            raise self.error(
+                "Swagger 2.0 documents are not supported: convert it to OpenAPI 3", ("swagger",)
+            )
         version = spec.get("openapi")
         if version is None:
             raise self.error("missing `openapi` (the OpenAPI version, e.g. `openapi: 3.0.3`)", ())
         if not isinstance(version, str) or not re.fullmatch(r"3\.[01]\.\d+(-.+)?", version):
             raise self.error(
-                f"unsupported `openapi: {version}`: expected an OpenAPI 3.0 or 3.1 version such as 3.0.3 "
+                f"unsupported `openapi: {version}`: expected an OpenAPI 3.0 or 3.1 version "
+                "such as 3.0.3 "
                 "(quote it if YAML reads it as a number)",
                 ("openapi",),
             )
@@ -321,7 +331,8 @@ class _Parser:
         for operation in operations:
             if (first := by_id.get(operation.operation_id)) is not None:
                 raise GenError(
-                    f"duplicate operationId {operation.operation_id!r}: {first.label} (line {first.line}) "
+                    f"duplicate operationId {operation.operation_id!r}: "
+                    f"{first.label} (line {first.line}) "
                     f"and {operation.label}",
                     path=self.source.display_path,
                     line=operation.line,
@@ -342,13 +353,19 @@ class _Parser:
         if not path.startswith("/"):
             raise self.error(f"path {path!r} must start with /", location)
         if not isinstance(item, dict):
-            raise self.error(f"path {path} must be a mapping of HTTP methods to operations", location)
+            raise self.error(
+                f"path {path} must be a mapping of HTTP methods to operations", location
+            )
         if "$ref" in item:
-            raise self.error(f"path {path}: a $ref path item is not supported; write its operations here", location)
+            raise self.error(
+                f"path {path}: a $ref path item is not supported; write its operations here",
+                location,
+            )
         for key in item:
             if key not in HTTP_METHODS and key not in PATH_ITEM_KEYS and not key.startswith("x-"):
                 raise self.error(
-                    f"unknown key {key!r} in path {path} (expected an HTTP method: {', '.join(HTTP_METHODS)})",
+                    f"unknown key {key!r} in path {path} "
+                    f"(expected an HTTP method: {', '.join(HTTP_METHODS)})",
                     (*location, key),
                 )
         shared = self.parameter_list(item, location)
@@ -370,13 +387,20 @@ class _Parser:
         operation_id = operation.get("operationId")
         if operation_id is None:
             raise self.error(
-                f"{label} has no operationId; every operation needs one (it names the handler method)",
+                f"{label} has no operationId; every operation needs one "
+                "(it names the handler method)",
                 location,
             )
         if not isinstance(operation_id, str) or not operation_id.strip():
-            raise self.error(f"{label}: operationId must be a non-empty string", (*location, "operationId"))
+            raise self.error(
+                f"{label}: operationId must be a non-empty string", (*location, "operationId")
+            )
         method_name = snake_case(operation_id)
-        if not method_name.isidentifier() or keyword.iskeyword(method_name) or method_name[0].isdigit():
+        if (
+            not method_name.isidentifier()
+            or keyword.iskeyword(method_name)
+            or method_name[0].isdigit()
+        ):
             raise self.error(
                 f"operationId {operation_id!r} ({label}) does not make a Python method name "
                 f"({method_name!r}); use letters, digits, '_' or '-', starting with a letter",
@@ -388,7 +412,9 @@ class _Parser:
         if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
             raise self.error(f"{label}: tags must be a list of strings", (*location, "tags"))
 
-        parameters = self.parameters(path, label, stem, shared + self.parameter_list(operation, location))
+        parameters = self.parameters(
+            path, label, stem, shared + self.parameter_list(operation, location)
+        )
         body = self.request_body(operation, location, label, stem)
         success, others = self.responses(operation, location, label, stem)
         return Operation(
@@ -409,7 +435,9 @@ class _Parser:
 
     # -- parameters -----------------------------------------------------------------------------
 
-    def parameter_list(self, container: dict[str, Any], location: Location) -> list[tuple[Any, Location]]:
+    def parameter_list(
+        self, container: dict[str, Any], location: Location
+    ) -> list[tuple[Any, Location]]:
         raw = container.get("parameters", [])
         if not isinstance(raw, list):
             raise self.error("`parameters` must be a list", (*location, "parameters"))
@@ -426,12 +454,18 @@ class _Parser:
             if not isinstance(name, str) or not name:
                 raise self.error(f"{label}: a parameter needs a `name`", resolved_location)
             if not isinstance(where, str):
-                raise self.error(f"{label}: parameter {name!r} needs `in` (path, query or header)", resolved_location)
-            # Errors point at the use in the operation; a shared definition's line is in the message.
+                raise self.error(
+                    f"{label}: parameter {name!r} needs `in` (path, query or header)",
+                    resolved_location,
+                )
+            # Errors point at where the operation uses the parameter (which may be a $ref).
             by_key[(where, name)] = (parameter, location)
 
         template = re.findall(r"{([^}/]+)}", path)
-        parameters = [self.parameter(parameter, location, label, stem) for parameter, location in by_key.values()]
+        parameters = [
+            self.parameter(parameter, location, label, stem)
+            for parameter, location in by_key.values()
+        ]
         declared = {p.name for p in parameters if p.location == "path"}
         for name in template:
             if name not in declared:
@@ -458,22 +492,28 @@ class _Parser:
         order = {"path": 0, "query": 1, "header": 2}
         return tuple(sorted(parameters, key=lambda p: order[p.location]))
 
-    def parameter(self, parameter: dict[str, Any], location: Location, label: str, stem: str) -> Parameter:
+    def parameter(
+        self, parameter: dict[str, Any], location: Location, label: str, stem: str
+    ) -> Parameter:
         name: str = parameter["name"]
         where: str = parameter["in"]
         what = f"{label}: parameter {name!r}"
         if where not in PARAM_LOCATIONS:
             raise self.error(
-                f"{what}: unsupported parameter location `in: {where}` (supported: path, query, header)",
+                f"{what}: unsupported parameter location `in: {where}` "
+                "(supported: path, query, header)",
                 location,
             )
         if "content" in parameter:
-            raise self.error(f"{what}: parameters with `content` are not supported; use `schema`", location)
+            raise self.error(
+                f"{what}: parameters with `content` are not supported; use `schema`", location
+            )
         style = parameter.get("style")
         expected_style = "form" if where == "query" else "simple"
         if style is not None and style != expected_style:
             raise self.error(
-                f"{what}: unsupported style {style!r} (supported for {where} parameters: {expected_style})",
+                f"{what}: unsupported style {style!r} "
+                f"(supported for {where} parameters: {expected_style})",
                 location,
             )
         required = parameter.get("required", False)
@@ -489,7 +529,9 @@ class _Parser:
         type_ = self.parameter_type(schema, schema_location, what, f"{stem}{pascal_case(name)}")
         if type_.kind == "list":
             if where != "query":
-                raise self.error(f"{what}: array parameters are supported in the query only", location)
+                raise self.error(
+                    f"{what}: array parameters are supported in the query only", location
+                )
             if parameter.get("explode", True) is not True:
                 raise self.error(
                     f"{what}: unsupported `explode: false`; arrays are read as repeated parameters "
@@ -533,18 +575,23 @@ class _Parser:
                 raise self.error(f"{what}: an array schema needs `items`", location)
             item = self.parameter_type(items, (*location, "items"), what, enum_name)
             if item.kind == "list":
-                raise self.error(f"{what}: arrays of arrays are not supported as parameters", location)
+                raise self.error(
+                    f"{what}: arrays of arrays are not supported as parameters", location
+                )
             return PyType("list", item=item)
         scalar = self.scalar_type(type_, schema.get("format"))
         if scalar is None:
             raise self.error(
-                f"{what}: unsupported parameter schema (type {type_}); parameters can be strings, numbers, "
+                f"{what}: unsupported parameter schema (type {type_}); "
+                "parameters can be strings, numbers, "
                 "integers, booleans, enums or (in the query) arrays of those",
                 location,
             )
         return scalar
 
-    def check_default(self, default: Any, schema: dict[str, Any], type_: PyType, what: str, location: Location) -> None:
+    def check_default(
+        self, default: Any, schema: dict[str, Any], type_: PyType, what: str, location: Location
+    ) -> None:
         ok = {
             "int": isinstance(default, int) and not isinstance(default, bool),
             "float": isinstance(default, int | float) and not isinstance(default, bool),
@@ -555,10 +602,11 @@ class _Parser:
             valid = default in schema.get("enum", [])
         else:
             valid = ok.get(type_.name, False)
+        expected = type_.name if type_.kind == "builtin" else "enum value"
         if not valid:
             raise self.error(
-                f"{what}: default {default!r} is not a valid {type_.name if type_.kind == 'builtin' else 'enum value'}"
-                " (defaults are supported for string, integer, number, boolean and enum parameters)",
+                f"{what}: default {default!r} is not a valid {expected} (defaults are "
+                "supported for string, integer, number, boolean and enum parameters)",
                 (*location, "default"),
             )
 
@@ -569,7 +617,10 @@ class _Parser:
         found: list[tuple[str, Any]] = []
         number = (int, float)
         minimum, maximum = schema.get("minimum"), schema.get("maximum")
-        exclusive_min, exclusive_max = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+        exclusive_min, exclusive_max = (
+            schema.get("exclusiveMinimum"),
+            schema.get("exclusiveMaximum"),
+        )
         if isinstance(exclusive_min, number) and not isinstance(exclusive_min, bool):
             found.append(("gt", exclusive_min))  # OpenAPI 3.1
         elif isinstance(minimum, number) and not isinstance(minimum, bool):
@@ -578,8 +629,12 @@ class _Parser:
             found.append(("lt", exclusive_max))
         elif isinstance(maximum, number) and not isinstance(maximum, bool):
             found.append(("lt" if exclusive_max is True else "le", maximum))
-        for keyword_, name in (("minLength", "min_length"), ("maxLength", "max_length"),
-                               ("minItems", "min_length"), ("maxItems", "max_length")):
+        for keyword_, name in (
+            ("minLength", "min_length"),
+            ("maxLength", "max_length"),
+            ("minItems", "min_length"),
+            ("maxItems", "max_length"),
+        ):
             if isinstance(schema.get(keyword_), int):
                 found.append((name, schema[keyword_]))
         if isinstance(schema.get("pattern"), str):
@@ -588,11 +643,15 @@ class _Parser:
 
     # -- bodies ---------------------------------------------------------------------------------
 
-    def request_body(self, operation: dict[str, Any], location: Location, label: str, stem: str) -> RequestBody | None:
+    def request_body(
+        self, operation: dict[str, Any], location: Location, label: str, stem: str
+    ) -> RequestBody | None:
         if "requestBody" not in operation:
             return None
         body_location = (*location, "requestBody")
-        body, resolved_location = self.follow(operation["requestBody"], body_location, "requestBody")
+        body, resolved_location = self.follow(
+            operation["requestBody"], body_location, "requestBody"
+        )
         schema_at = self.json_schema(body, resolved_location, f"{label}: request body")
         if schema_at is None:
             media_types = ", ".join(body.get("content") or {}) or "none"
@@ -609,13 +668,17 @@ class _Parser:
             description=self.text(body, "description", resolved_location),
         )
 
-    def json_schema(self, container: dict[str, Any], location: Location, what: str) -> tuple[Any, Location] | None:
+    def json_schema(
+        self, container: dict[str, Any], location: Location, what: str
+    ) -> tuple[Any, Location] | None:
         """The schema of the first JSON media type in `container`'s content, if it has one."""
         content = container.get("content")
         if content is None:
             return None
         if not isinstance(content, dict):
-            raise self.error(f"{what}: `content` must be a mapping of media types", (*location, "content"))
+            raise self.error(
+                f"{what}: `content` must be a mapping of media types", (*location, "content")
+            )
         for media_type, media in content.items():
             if is_json_media_type(media_type):
                 media_location = (*location, "content", media_type)
@@ -627,7 +690,7 @@ class _Parser:
         return None
 
     def body_type(self, schema: Any, location: Location, name: str) -> PyType:
-        """The type of a JSON body: a component's model, a list or scalar, or a hoisted inline model."""
+        """A JSON body's type: a component's model, a list or scalar, or a hoisted inline model."""
         if not isinstance(schema, dict):
             raise self.error("a schema must be a mapping", location)
         if "$ref" in schema:
@@ -637,7 +700,9 @@ class _Parser:
         simple = set(schema) <= {"type", "format", "description", "title", "items"}
         type_ = self.schema_type(schema, location) if simple else None
         if type_ == "array" and isinstance(schema.get("items"), dict):
-            return PyType("list", item=self.body_type(schema["items"], (*location, "items"), f"{name}Item"))
+            return PyType(
+                "list", item=self.body_type(schema["items"], (*location, "items"), f"{name}Item")
+            )
         if type_ == "object" and "items" not in schema:
             return PyType("dict")
         if type_ is not None and "items" not in schema:
@@ -652,14 +717,19 @@ class _Parser:
         responses_location = (*location, "responses")
         raw = operation.get("responses")
         if not isinstance(raw, dict) or not raw:
-            raise self.error(f"{label} needs `responses` with at least one status code", responses_location)
+            raise self.error(
+                f"{label} needs `responses` with at least one status code", responses_location
+            )
         for status in raw:
             if status != "default" and not re.fullmatch(r"[1-5](\d\d|XX)", status):
-                raise self.error(f"{label}: {status!r} is not a status code", (*responses_location, status))
+                raise self.error(
+                    f"{label}: {status!r} is not a status code", (*responses_location, status)
+                )
         successes = sorted(status for status in raw if re.fullmatch(r"2\d\d", status))
         if not successes:
             raise self.error(
-                f"{label} documents no 2xx response; the first 2xx response is what the handler returns",
+                f"{label} documents no 2xx response; "
+                "the first 2xx response is what the handler returns",
                 responses_location,
             )
         success_status = successes[0]
@@ -674,13 +744,16 @@ class _Parser:
                 if schema_at is None and response.get("content"):
                     raise self.error(
                         f"{label}: unsupported media types for response {status} "
-                        f"({', '.join(response['content'])}); Anchor returns application/json or no content",
+                        f"({', '.join(response['content'])}); "
+                        "Anchor returns application/json or no content",
                         response_location,
                     )
                 name = f"{stem}Response"
             else:
                 name = f"{stem}{pascal_case(status)}Response"
-            type_ = self.body_type(schema_at[0], schema_at[1], name) if schema_at is not None else None
+            type_ = (
+                self.body_type(schema_at[0], schema_at[1], name) if schema_at is not None else None
+            )
             entry = Response(status=status, description=description, type=type_)
             if status == success_status:
                 success = entry
@@ -694,7 +767,7 @@ class _Parser:
     def schema_name(self, schema: dict[str, Any], location: Location) -> str:
         """The components/schemas key a `$ref` names; other targets are not models."""
         ref: str = schema["$ref"]
-        name = unquote(ref[len(SCHEMA_REF_PREFIX):]).replace("~1", "/").replace("~0", "~")
+        name = unquote(ref[len(SCHEMA_REF_PREFIX) :]).replace("~1", "/").replace("~0", "~")
         if not ref.startswith(SCHEMA_REF_PREFIX) or "/" in name:
             raise self.error(
                 f"$ref {ref!r}: bodies and parameters must refer to a schema in components/schemas "
@@ -721,14 +794,24 @@ class _Parser:
         if type_ == "boolean":
             return PyType("builtin", "bool")
         if type_ == "string" or type_ is None:
-            by_format = {"date-time": "datetime.datetime", "date": "datetime.date", "uuid": "uuid.UUID"}
-            return PyType("builtin", by_format.get(format_, "str") if isinstance(format_, str) else "str")
+            by_format = {
+                "date-time": "datetime.datetime",
+                "date": "datetime.date",
+                "uuid": "uuid.UUID",
+            }
+            return PyType(
+                "builtin", by_format.get(format_, "str") if isinstance(format_, str) else "str"
+            )
         return None
 
     def hoist(self, name: str, schema: dict[str, Any], location: Location) -> str:
         """Add an inline schema to the models under `name` (derived from the operationId)."""
         if name in self.schemas:
-            what = "another inline schema" if name in self.hoisted else "a schema in components/schemas"
+            what = (
+                "another inline schema"
+                if name in self.hoisted
+                else "a schema in components/schemas"
+            )
             raise self.error(
                 f"this inline schema would get the model name {name!r}, which {what} already has; "
                 "move the schema into components/schemas under a name of your choice",

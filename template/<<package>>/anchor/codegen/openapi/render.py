@@ -1,0 +1,363 @@
+"""Render server.py and __init__.py of the generated API package from the parsed operations.
+
+The output is meant to read like hand-written FastAPI: an abstract ``ApiHandlers`` class with one
+typed ``async def`` per operation, and ``build_router`` with one decorated route function per
+operation that awaits the handler, nothing else on the request path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .models import Models
+from .spec import Api, Operation, Parameter, PyType
+
+LINE_LENGTH = 100
+INDENT = "    "
+PARAM_FUNCTIONS = {"path": "Path", "query": "Query", "header": "Header"}
+
+
+def literal(value: Any) -> str:
+    """Python source for a JSON-like constant, strings quoted the way ruff format quotes them."""
+    if isinstance(value, str):
+        if '"' in value and "'" not in value:  # as ruff format would quote it
+            return "'" + json.dumps(value, ensure_ascii=False)[1:-1].replace('\\"', '"') + "'"
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(literal(item) for item in value) + "]"
+    raise TypeError(f"no literal for {value!r}")
+
+
+def docstring(text: str, indent: str) -> str:
+    """A one-paragraph-per-line docstring that stays valid whatever `text` contains."""
+    text = text.strip().replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    if text.endswith('"'):
+        text = text[:-1] + '\\"'
+    lines = text.splitlines()
+    if len(lines) == 1:
+        return f'{indent}"""{text}"""'
+    body = "\n".join(f"{indent}{line}".rstrip() for line in lines[1:])
+    return f'{indent}"""{lines[0]}\n{body}\n{indent}"""'
+
+
+def call(prefix: str, args: list[str], suffix: str, indent: str) -> str:
+    """``prefix(arg, ...)suffix`` on one line if it fits, else one argument per line."""
+    one_line = f"{indent}{prefix}({', '.join(args)}){suffix}"
+    if len(one_line) <= LINE_LENGTH or not args:
+        return one_line
+    inner = "".join(_argument_lines(arg, indent + INDENT) for arg in args)
+    return f"{indent}{prefix}(\n{inner}{indent}){suffix}"
+
+
+def _argument_lines(arg: str, indent: str) -> str:
+    """One argument of a split call; a long ``name: Annotated[T, F(...)] = x`` is split too."""
+    line = f"{indent}{arg},\n"
+    match = re.fullmatch(r"(\w+: Annotated\[)(.*)(\])( = .*)?", arg)
+    if len(line) <= LINE_LENGTH + 1 or match is None:
+        return line
+    start, inner, end, default = match.groups()
+    return f"{indent}{start}\n{indent}{INDENT}{inner}\n{indent}{end}{default or ''},\n"
+
+
+@dataclass
+class _Imports:
+    """What server.py imports, collected while rendering."""
+
+    stdlib: set[str]
+    typing: set[str]
+    fastapi: set[str]
+    models: bool = False
+
+    def use_type(self, type_: PyType) -> None:
+        self.stdlib |= type_.modules()
+        self.models |= type_.uses_models()
+        if type_.uses_any():
+            self.typing.add("Any")
+
+    def render(self) -> str:
+        stdlib = [f"import {module}" for module in sorted(self.stdlib)]
+        stdlib.append(f"from typing import {', '.join(sorted(self.typing))}")
+        sections = [
+            "\n".join(stdlib),
+            f"from fastapi import {', '.join(sorted(self.fastapi, key=_isort_key))}",
+        ]
+        if self.models:
+            sections.append("from . import models")
+        return "\n\n".join(sections)
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    """isort's order for imported names: CONSTANTS, then Classes, then functions."""
+    if name.isupper() and len(name) > 1:
+        return (0, name)
+    return (1 if name[:1].isupper() else 2, name)
+
+
+class ServerRenderer:
+    """Renders server.py for `api`, naming models as `models` generated them."""
+
+    def __init__(self, api: Api, models: Models, header: str) -> None:
+        self.api = api
+        self.models = models
+        self.header = header
+        self.imports = _Imports(stdlib={"abc"}, typing={"Any", "Final"}, fastapi={"APIRouter"})
+
+    def type(self, type_: PyType) -> str:
+        self.imports.use_type(type_)
+        return type_.render(self.models.class_names)
+
+    # -- the parts of a parameter ---------------------------------------------------------------
+
+    def annotation(self, parameter: Parameter) -> str:
+        type_ = self.type(parameter.type)
+        return type_ if parameter.required or parameter.has_default else f"{type_} | None"
+
+    def default(self, parameter: Parameter) -> str | None:
+        if parameter.required:
+            return None
+        if not parameter.has_default:
+            return "None"
+        if parameter.type.kind == "model":
+            class_name = self.models.class_names[parameter.type.name]
+            member = self.models.enum_members.get(class_name, {}).get(parameter.default)
+            if member is not None:
+                return f"models.{class_name}.{member}"
+            return f"models.{class_name}({literal(parameter.default)})"
+        return literal(parameter.default)
+
+    def interface_params(self, operation: Operation) -> list[str]:
+        params: list[str] = []
+        for parameter in operation.parameters:
+            default = self.default(parameter)
+            params.append(
+                f"{parameter.py_name}: {self.annotation(parameter)}"
+                + (f" = {default}" if default else "")
+            )
+        if operation.body is not None:
+            body_type = self.type(operation.body.type)
+            params.append(
+                f"body: {body_type}"
+                if operation.body.required
+                else f"body: {body_type} | None = None"
+            )
+        return params
+
+    def route_params(self, operation: Operation) -> list[str]:
+        params: list[str] = []
+        for parameter in operation.parameters:
+            function = PARAM_FUNCTIONS[parameter.location]
+            self.imports.fastapi.add(function)
+            self.imports.typing.add("Annotated")
+            kwargs: list[str] = []
+            if parameter.name != parameter.py_name:
+                kwargs.append(f"alias={literal(parameter.name)}")
+            if parameter.description:
+                kwargs.append(f"description={literal(parameter.description)}")
+            if parameter.deprecated:
+                kwargs.append("deprecated=True")
+            kwargs.extend(f"{name}={literal(value)}" for name, value in parameter.constraints)
+            default = self.default(parameter)
+            annotated = f"{self.annotation(parameter)}, {function}({', '.join(kwargs)})"
+            param = f"{parameter.py_name}: Annotated[{annotated}]"
+            params.append(param + (f" = {default}" if default else ""))
+        if operation.body is not None:
+            self.imports.fastapi.add("Body")
+            self.imports.typing.add("Annotated")
+            body_type = self.type(operation.body.type)
+            kwargs = (
+                [f"description={literal(operation.body.description)}"]
+                if operation.body.description
+                else []
+            )
+            if operation.body.required:
+                params.append(f"body: Annotated[{body_type}, Body({', '.join(kwargs)})]")
+            else:
+                params.append(
+                    f"body: Annotated[{body_type} | None, Body({', '.join(kwargs)})] = None"
+                )
+        return params
+
+    def return_type(self, operation: Operation) -> str:
+        return "None" if operation.success.type is None else self.type(operation.success.type)
+
+    # -- the interface --------------------------------------------------------------------------
+
+    def interface_method(self, operation: Operation) -> str:
+        params = self.interface_params(operation)
+        signature = ["self", "*", *params] if params else ["self"]
+        doc = (
+            operation.summary
+            or (operation.description or "").strip().split("\n")[0]
+            or operation.label
+        )
+        if not doc.endswith((".", "!", "?")):
+            doc += "."
+        return "\n".join(
+            [
+                f"{INDENT}@abc.abstractmethod",
+                call(
+                    f"async def {operation.method_name}",
+                    signature,
+                    f" -> {self.return_type(operation)}:",
+                    INDENT,
+                ),
+                docstring(doc, INDENT * 2),
+            ]
+        )
+
+    def interface(self) -> str:
+        title = f"{self.api.title} {self.api.version}".strip()
+        methods = "\n\n".join(self.interface_method(operation) for operation in self.api.operations)
+        doc = (
+            f"The operations of {title}: subclass this and implement every method.\n"
+            "\n"
+            "A subclass that misses an operation fails when the class is created, naming it;\n"
+            "``class Base(ApiHandlers, abstract=True)`` defers that check to Base's subclasses.\n"
+            "mypy reports a missing method where the class is instantiated, and a wrong signature."
+        )
+        lines = [
+            "class ApiHandlers(abc.ABC):",
+            docstring(doc, INDENT),
+            "",
+            f"{INDENT}def __init_subclass__("
+            "cls, *, abstract: bool = False, **kwargs: Any) -> None:",
+            f"{INDENT * 2}super().__init_subclass__(**kwargs)",
+            f"{INDENT * 2}if not abstract:",
+            f"{INDENT * 3}_require_all_operations(cls)",
+        ]
+        if methods:
+            lines += ["", methods]
+        return "\n".join(lines)
+
+    def operations_table(self) -> str:
+        rows = "".join(
+            f"{INDENT}{literal(op.operation_id)}: {literal(op.method_name)},\n"
+            for op in self.api.operations
+        )
+        table = "{\n" + rows + "}" if rows else "{}"
+        return (
+            "# operationId -> ApiHandlers method, in the order of the spec.\n"
+            f"OPERATIONS: Final[dict[str, str]] = {table}"
+        )
+
+    # -- the router -----------------------------------------------------------------------------
+
+    def route(self, operation: Operation) -> str:
+        indent = INDENT
+        args = [literal(operation.path), f"operation_id={literal(operation.operation_id)}"]
+        if operation.summary:
+            args.append(f"summary={literal(operation.summary)}")
+        if operation.description:
+            args.append(f"description={literal(operation.description.strip())}")
+        if operation.tags:
+            args.append(f"tags={literal(list(operation.tags))}")
+        if operation.deprecated:
+            args.append("deprecated=True")
+        args.append(f"status_code={int(operation.success.status)}")
+        if operation.success.type is not None:
+            args.append(f"response_model={self.type(operation.success.type)}")
+        else:
+            self.imports.fastapi.add("Response")
+            args.append("response_class=Response")
+        if operation.success.description:
+            args.append(f"response_description={literal(operation.success.description)}")
+        if operation.other_responses:
+            entries = []
+            for response in operation.other_responses:
+                key = response.status if not response.status.isdigit() else int(response.status)
+                fields = []
+                if response.type is not None:
+                    fields.append(f'"model": {self.type(response.type)}')
+                fields.append(f'"description": {literal(response.description)}')
+                entries.append(f"{indent * 3}{literal(key)}: {{{', '.join(fields)}}},\n")
+            args.append("responses={\n" + "".join(entries) + f"{indent * 2}}}")
+        decorator = (
+            f"{indent}@router.{operation.http_method}(\n"
+            + "".join(f"{indent * 2}{arg},\n" for arg in args)
+            + f"{indent})"
+        )
+
+        params = self.route_params(operation)
+        signature = ["*", *params] if params else []
+        returns = self.return_type(operation)
+        definition = call(
+            f"async def {operation.method_name}", signature, f" -> {returns}:", indent
+        )
+        call_args = [f"{p.py_name}={p.py_name}" for p in operation.parameters]
+        if operation.body is not None:
+            call_args.append("body=body")
+        prefix = "await" if operation.success.type is None else "return await"
+        body = call(f"{prefix} handlers.{operation.method_name}", call_args, "", indent * 2)
+        return "\n".join([decorator, definition, body])
+
+    def router(self) -> str:
+        routes = "\n\n".join(self.route(operation) for operation in self.api.operations)
+        lines = [
+            "def build_router(handlers: ApiHandlers) -> APIRouter:",
+            f'{INDENT}"""A router serving every operation of the API by awaiting the method '
+            'of `handlers`."""',
+            f"{INDENT}if not isinstance(handlers, ApiHandlers):",
+            f"{INDENT * 2}raise TypeError("
+            'f"build_router needs an ApiHandlers, got {type(handlers).__name__}")',
+            f"{INDENT}_require_all_operations(type(handlers))",
+            f"{INDENT}router = APIRouter()",
+        ]
+        if routes:
+            lines += ["", routes]
+        lines += ["", f"{INDENT}return router"]
+        return "\n".join(lines)
+
+    # -- the file -------------------------------------------------------------------------------
+
+    def render(self) -> str:
+        # Render the parts first: they collect the imports.
+        parts = [self.operations_table(), self.interface(), _REQUIRE_ALL_OPERATIONS, self.router()]
+        title = f"{self.api.title} {self.api.version}".strip()
+        module_doc = docstring(
+            f"The server interface of {title}.\n\n"
+            "Implement `ApiHandlers`, then serve its operations with `build_router(handlers)`.",
+            "",
+        )
+        return "\n".join(
+            [self.header, module_doc, "", self.imports.render(), "", "\n\n\n".join(parts), ""]
+        )
+
+
+_REQUIRE_ALL_OPERATIONS = '''def _require_all_operations(cls: type[ApiHandlers]) -> None:
+    """Raise TypeError naming the operations `cls` leaves unimplemented, if any."""
+    missing = [
+        f"{operation_id} ({name})"
+        for operation_id, name in OPERATIONS.items()
+        if getattr(getattr(cls, name, None), "__isabstractmethod__", False)
+    ]
+    if missing:
+        raise TypeError(f"{cls.__name__} does not implement operations: {', '.join(missing)}")'''
+
+
+def render_server(api: Api, models: Models, header: str) -> str:
+    return ServerRenderer(api, models, header).render()
+
+
+def render_init(api: Api, header: str, display_path: str) -> str:
+    title = f"{api.title} {api.version}".strip()
+    return "\n".join(
+        [
+            header,
+            docstring(
+                f"{title}, from {display_path}: models, the ApiHandlers interface, its router.", ""
+            ),
+            "",
+            "from . import models",
+            "from .server import ApiHandlers, build_router",
+            "",
+            '__all__ = ["ApiHandlers", "build_router", "models"]',
+            "",
+        ]
+    )
