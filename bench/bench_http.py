@@ -21,8 +21,8 @@ from pathlib import Path
 import copier
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import LoadResult, measure  # noqa: E402
-from specs import write_large_definitions  # noqa: E402
+from loadgen import LoadResult, measure
+from specs import write_large_definitions
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "bench"
@@ -34,7 +34,7 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed in {cwd}:\n{done.stdout}\n{done.stderr}")
     return time.perf_counter() - started
@@ -60,9 +60,26 @@ def wait_ready(port: int, path: str, process: subprocess.Popen[bytes], timeout: 
     sys.exit(f"server on port {port} not ready after {timeout}s")
 
 
-def start_server(python: Path, app: list[str], port: int, cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    cmd = [str(python), "-m", "uvicorn", *app, "--host", "127.0.0.1", "--port", str(port),
-           "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+def start_server(
+    python: Path, app: list[str], port: int, cwd: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    cmd = [
+        str(python),
+        "-m",
+        "uvicorn",
+        *app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     process = subprocess.Popen(cmd, cwd=cwd, env=env)
     wait_ready(port, "/api/v1/counter", process)
     return process
@@ -76,8 +93,16 @@ def main() -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     project = WORK / "app"
-    copier.run_copy(str(ROOT), project, data={"package": PACKAGE}, defaults=True, unsafe=True,
-                    skip_tasks=True, vcs_ref="HEAD", quiet=True)
+    copier.run_copy(
+        str(ROOT),
+        project,
+        data={"package": PACKAGE},
+        defaults=True,
+        unsafe=True,
+        skip_tasks=True,
+        vcs_ref="HEAD",
+        quiet=True,
+    )
     run(["make", "gen"], project)  # first run also creates the project's virtualenv
     gen_example = median_gen_time(project)
 
@@ -106,9 +131,17 @@ def main() -> None:
                 port = free_port()
                 process = start_server(python, app, port, cwd, env)
                 try:
-                    measure("127.0.0.1", port, "/api/v1/counter", connections=CONNECTIONS, seconds=1)
+                    measure(
+                        "127.0.0.1", port, "/api/v1/counter", connections=CONNECTIONS, seconds=1
+                    )
                     results[name].append(
-                        measure("127.0.0.1", port, "/api/v1/counter", connections=CONNECTIONS, seconds=SECONDS)
+                        measure(
+                            "127.0.0.1",
+                            port,
+                            "/api/v1/counter",
+                            connections=CONNECTIONS,
+                            seconds=SECONDS,
+                        )
                     )
                 finally:
                     process.terminate()
@@ -120,18 +153,30 @@ def main() -> None:
         return sorted(results[name], key=lambda r: r.rps)[len(results[name]) // 2]  # median round
 
     anchor, baseline = best("anchor"), best("baseline")
-    print(f"GET /api/v1/counter, {CONNECTIONS} connections, {ROUNDS} x {SECONDS:.0f}s rounds (median round)")
+    print(
+        f"GET /api/v1/counter, {CONNECTIONS} connections, {ROUNDS} x {SECONDS:.0f}s rounds (median round)"
+    )
     print(f"{'':10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for name, r in (("anchor", anchor), ("baseline", baseline)):
-        print(f"{name:10} {r.rps:9.0f} {r.percentile(0.5):8.2f} {r.percentile(0.99):8.2f} {r.errors:7d}")
+        print(
+            f"{name:10} {r.rps:9.0f} {r.percentile(0.5):8.2f} {r.percentile(0.99):8.2f} {r.errors:7d}"
+        )
     print(f"ratio anchor/baseline: {anchor.rps / baseline.rps:.3f} (target >= 0.9)")
-    print(f"make gen, example: {gen_example:.2f}s (target < 3s); 50 operations + 100 queries: "
-          f"{gen_large:.2f}s (target < 10s)")
-    print(json.dumps({
-        "anchor_rps": round(anchor.rps), "baseline_rps": round(baseline.rps),
-        "ratio": round(anchor.rps / baseline.rps, 3),
-        "gen_example_s": round(gen_example, 3), "gen_large_s": round(gen_large, 3),
-    }))
+    print(
+        f"make gen, example: {gen_example:.2f}s (target < 3s); 50 operations + 100 queries: "
+        f"{gen_large:.2f}s (target < 10s)"
+    )
+    print(
+        json.dumps(
+            {
+                "anchor_rps": round(anchor.rps),
+                "baseline_rps": round(baseline.rps),
+                "ratio": round(anchor.rps / baseline.rps, 3),
+                "gen_example_s": round(gen_example, 3),
+                "gen_large_s": round(gen_large, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ class LoadResult:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, request: bytes, result: LoadResult, deadline: float, done: asyncio.Future[None]):
+    def __init__(
+        self, request: bytes, result: LoadResult, deadline: float, done: asyncio.Future[None]
+    ):
         self.request, self.result, self.deadline, self.done = request, result, deadline, done
         self.buffer = b""
         self.sent_at = 0.0
@@ -79,17 +81,27 @@ class _Connection(asyncio.Protocol):
 
 
 async def run_load(
-    host: str, port: int, path: str, *, method: str = "GET", connections: int = 32, seconds: float = 5.0
+    host: str,
+    port: int,
+    path: str,
+    *,
+    method: str = "GET",
+    connections: int = 32,
+    seconds: float = 5.0,
 ) -> LoadResult:
     loop = asyncio.get_running_loop()
-    request = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 0\r\n\r\n".encode()
+    request = (
+        f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 0\r\n\r\n".encode()
+    )
     result = LoadResult()
     started = time.perf_counter()
     deadline = started + seconds
     waiters = []
     for _ in range(connections):
         done: asyncio.Future[None] = loop.create_future()
-        await loop.create_connection(lambda d=done: _Connection(request, result, deadline, d), host, port)
+        await loop.create_connection(
+            lambda d=done: _Connection(request, result, deadline, d), host, port
+        )
         waiters.append(done)
     await asyncio.gather(*waiters)
     result.seconds = time.perf_counter() - started

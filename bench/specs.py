@@ -8,18 +8,31 @@ TABLES = 10
 
 
 def write_large_definitions(project: Path, *, operations: int, queries: int) -> None:
-    (project / "sql" / "migrations" / "0002_bench.up.sql").write_text("\n".join(
-        f"CREATE TABLE item_{t} (id bigserial PRIMARY KEY, name text NOT NULL, note text, "
-        f"amount numeric(12, 2) NOT NULL DEFAULT 0, tags text[] NOT NULL DEFAULT '{{}}', "
-        f"data jsonb, created_at timestamptz NOT NULL DEFAULT now());"
-        for t in range(TABLES)
-    ) + "\n")
+    (project / "sql" / "migrations" / "0002_bench.up.sql").write_text(
+        "\n".join(
+            f"CREATE TABLE item_{t} (id bigserial PRIMARY KEY, name text NOT NULL, note text, "
+            f"amount numeric(12, 2) NOT NULL DEFAULT 0, tags text[] NOT NULL DEFAULT '{{}}', "
+            f"data jsonb, created_at timestamptz NOT NULL DEFAULT now());"
+            for t in range(TABLES)
+        )
+        + "\n"
+    )
     kinds = [
         ("Get{T}{i} :one", "SELECT * FROM item_{t} WHERE id = $1;"),
-        ("List{T}{i} :many", "SELECT id, name, amount FROM item_{t} WHERE name LIKE sqlc.arg(pattern) "
-                             "ORDER BY id LIMIT sqlc.arg(max_rows);"),
-        ("Create{T}{i} :one", "INSERT INTO item_{t} (name, note, tags, data) VALUES ($1, sqlc.narg(note), $2, $3) "
-                              "RETURNING *;"),
+        (
+            "List{T}{i} :many",
+            (
+                "SELECT id, name, amount FROM item_{t} WHERE name LIKE sqlc.arg(pattern) "
+                "ORDER BY id LIMIT sqlc.arg(max_rows);"
+            ),
+        ),
+        (
+            "Create{T}{i} :one",
+            (
+                "INSERT INTO item_{t} (name, note, tags, data) VALUES ($1, sqlc.narg(note), $2, $3) "
+                "RETURNING *;"
+            ),
+        ),
         ("Delete{T}{i} :execrows", "DELETE FROM item_{t} WHERE id = ANY(sqlc.arg(ids)::bigint[]);"),
     ]
     lines = []
@@ -63,7 +76,9 @@ def write_large_definitions(project: Path, *, operations: int, queries: int) -> 
 """)
     spec = (project / "api" / "v1.yaml").read_text()
     spec = spec.replace("paths:\n", "paths:\n" + "".join(paths), 1)
-    spec = spec.replace("components:\n  schemas:\n", """components:
+    spec = spec.replace(
+        "components:\n  schemas:\n",
+        """components:
   schemas:
     Thing:
       type: object
@@ -78,5 +93,7 @@ def write_large_definitions(project: Path, *, operations: int, queries: int) -> 
       properties:
         name: {type: string, minLength: 1}
         tags: {type: array, items: {type: string}}
-""", 1)
+""",
+        1,
+    )
     (project / "api" / "v1.yaml").write_text(spec)

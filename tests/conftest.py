@@ -12,6 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from .projects import make, render, snapshot_template
+
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "template"
 TEMPLATE_PACKAGE = TEMPLATE / "<<package>>"
@@ -73,3 +75,15 @@ def _with_database(url: str, name: str) -> str:
 
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return snapshot_template(tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture(scope="session")
+def default_project(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = render(template, tmp_path_factory.mktemp("default") / "myapp")
+    make(project, "gen")
+    return project

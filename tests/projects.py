@@ -14,9 +14,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def git(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def snapshot_template(dst: Path, tag: str = "v999.0.0") -> Path:
@@ -45,7 +52,11 @@ def make(project: Path, *targets: str, check: bool = True) -> subprocess.Complet
     """Run make in a generated project; on failure the assertion shows make's output."""
     env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "DATABASE_URL"}}
     env["UV_PYTHON_DOWNLOADS"] = "never"
-    done = subprocess.run(["make", *targets], cwd=project, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        ["make", *targets], cwd=project, env=env, capture_output=True, text=True, check=False
+    )
     if check:
-        assert done.returncode == 0, f"make {' '.join(targets)} failed:\n{done.stdout}\n{done.stderr}"
+        assert done.returncode == 0, (
+            f"make {' '.join(targets)} failed:\n{done.stdout}\n{done.stderr}"
+        )
     return done

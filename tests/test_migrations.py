@@ -36,7 +36,9 @@ async def connect(url: str) -> asyncpg.Connection:
     return await asyncpg.connect(url)
 
 
-def test_applies_pending_in_order_once(migrations: ModuleType, database_url: str, tmp_path: Path) -> None:
+def test_applies_pending_in_order_once(
+    migrations: ModuleType, database_url: str, tmp_path: Path
+) -> None:
     directory = write(tmp_path / "m", BASIC)
 
     async def run() -> None:
@@ -49,7 +51,12 @@ def test_applies_pending_in_order_once(migrations: ModuleType, database_url: str
             assert await conn.fetchval("SELECT count(*) FROM events") == 1
             versions = await conn.fetch("SELECT version FROM anchor_migrations ORDER BY version")
             assert [r["version"] for r in versions] == [1, 2, 10]
-            assert await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE indexname = 'events_note'") == 1
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_indexes WHERE indexname = 'events_note'"
+                )
+                == 1
+            )
             status = await migrator.status(conn)
             assert all(entry.applied for entry in status)
         finally:
@@ -109,7 +116,9 @@ def test_failed_migration_names_file_and_line_and_leaves_nothing(
     asyncio.run(run())
 
 
-def test_down_reverts_newest_first(migrations: ModuleType, database_url: str, tmp_path: Path) -> None:
+def test_down_reverts_newest_first(
+    migrations: ModuleType, database_url: str, tmp_path: Path
+) -> None:
     files = {k: v for k, v in BASIC.items() if not k.startswith("0010")}
     directory = write(tmp_path / "m", files)
 

@@ -9,25 +9,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .projects import git, make, render, snapshot_template
-
-
-@pytest.fixture(scope="session")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return snapshot_template(tmp_path_factory.mktemp("template"))
-
-
-@pytest.fixture(scope="session")
-def default_project(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = render(template, tmp_path_factory.mktemp("default") / "myapp")
-    make(project, "gen")
-    return project
+from .projects import git, make, render
 
 
 def unrendered_markers(project: Path) -> list[str]:
     found = []
     for path in project.rglob("*"):
-        if ".git" in path.parts or ".venv" in path.parts or ".anchor" in path.parts or not path.is_file():
+        if (
+            ".git" in path.parts
+            or ".venv" in path.parts
+            or ".anchor" in path.parts
+            or not path.is_file()
+        ):
             continue
         text = path.read_text(encoding="utf-8", errors="ignore")
         if "<<" in path.name or "<% " in text or "<< " in text and " >>" in text:
@@ -38,8 +31,16 @@ def unrendered_markers(project: Path) -> list[str]:
 def test_default_answers(default_project: Path) -> None:
     project = default_project
     package = project / "my_app"
-    for path in ["api/v1.yaml", "sql/migrations/0001_init.up.sql", "sql/migrations/0001_init.down.sql",
-                 "sql/queries/counter.sql", "sqlc.yaml", "Makefile", "pyproject.toml", "README.md"]:
+    for path in [
+        "api/v1.yaml",
+        "sql/migrations/0001_init.up.sql",
+        "sql/migrations/0001_init.down.sql",
+        "sql/queries/counter.sql",
+        "sqlc.yaml",
+        "Makefile",
+        "pyproject.toml",
+        "README.md",
+    ]:
         assert (project / path).is_file(), path
     assert (package / "handlers.py").is_file() and (package / "anchor" / "cli.py").is_file()
     assert (package / "gen" / "db").is_dir() and (package / "gen" / "api").is_dir()
@@ -89,16 +90,32 @@ def test_non_default_answers_without_tasks(template: Path, tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     ("package", "message"),
-    [("1app", "not a valid Python package name"), ("my-app", "not a valid Python package name"),
-     ("class", "would shadow"), ("fastapi", "would shadow")],
+    [
+        ("1app", "not a valid Python package name"),
+        ("my-app", "not a valid Python package name"),
+        ("class", "would shadow"),
+        ("fastapi", "would shadow"),
+    ],
 )
 def test_invalid_package_name_is_rejected_with_a_clear_message(
     template: Path, tmp_path: Path, package: str, message: str
 ) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "copier", "copy", "--trust", "--defaults", "--data", f"package={package}",
-         str(template), str(tmp_path / "x")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "copier",
+            "copy",
+            "--trust",
+            "--defaults",
+            "--data",
+            f"package={package}",
+            str(template),
+            str(tmp_path / "x"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode != 0
     assert message in done.stdout + done.stderr
