@@ -1,4 +1,4 @@
-"""The vendored Anchor runtime: database, migrations, embedded PostgreSQL, HTTP server, CLI, codegen.
+"""The vendored Anchor runtime: database, migrations, embedded PostgreSQL, server, CLI, codegen.
 
 This code came from the Anchor template and belongs to you now: read it, change it.
 `copier update` merges later framework improvements with your edits (see the README).

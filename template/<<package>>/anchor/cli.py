@@ -52,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             sys.exit(gen_main([]))
         settings = _settings(package)
-        logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+        )
         if args.command in ("serve", "dev"):
             _serve(package, settings, args, reload=args.command == "dev")
         elif args.command == "migrate":
@@ -68,7 +70,7 @@ def _settings(package: str) -> Settings:
     """The app's settings class if it has one (`<package>.settings.AppSettings`), else the base."""
     try:
         module = importlib.import_module(f"{package}.settings")
-        cls = getattr(module, "AppSettings", Settings)
+        cls: type[Settings] = getattr(module, "AppSettings", Settings)
     except ModuleNotFoundError:
         cls = Settings
     return load_settings(cls)
@@ -111,10 +113,16 @@ def _migrate(settings: Settings, action: str, steps: int) -> None:
         try:
             if action == "up":
                 applied = await migrator.up(conn)
-                print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.label}" for m in applied))
+                print(
+                    f"applied {len(applied)} migration(s)"
+                    + "".join(f"\n  {m.label}" for m in applied)
+                )
             elif action == "down":
                 reverted = await migrator.down(conn, steps)
-                print(f"reverted {len(reverted)} migration(s)" + "".join(f"\n  {m.label}" for m in reverted))
+                print(
+                    f"reverted {len(reverted)} migration(s)"
+                    + "".join(f"\n  {m.label}" for m in reverted)
+                )
             else:
                 for entry in await migrator.status(conn):
                     print(f"{'applied' if entry.applied else 'pending'}  {entry.migration.label}")

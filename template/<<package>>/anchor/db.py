@@ -8,29 +8,20 @@ and `async with db.transaction() as tx: Queries(tx)` runs the same queries in on
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-Connection = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
-ConnectionInit = Callable[[asyncpg.Connection[asyncpg.Record]], Awaitable[None]]
+if TYPE_CHECKING:  # asyncpg's classes are generic only in its type stubs
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+    ConnectionInit: TypeAlias = Callable[[asyncpg.Connection[asyncpg.Record]], Awaitable[None]]
+else:
+    Connection = asyncpg.Connection | PoolConnectionProxy
+    ConnectionInit = Callable[..., Awaitable[None]]
 IsolationLevel = Literal["read_committed", "repeatable_read", "serializable"]
-
-
-async def register_json_codecs(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-    """Decode json/jsonb to Python values and encode Python values to them, on every connection.
-
-    Without this asyncpg hands JSON over as `str`; with it, generated code, the task engine
-    and your own queries all see the same `dict`/`list`/scalars.
-    """
-    for name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            name, schema="pg_catalog", encoder=json.dumps, decoder=json.loads, format="text"
-        )
 
 
 class DatabaseNotConnected(RuntimeError):
@@ -38,7 +29,11 @@ class DatabaseNotConnected(RuntimeError):
 
 
 class Database:
-    """An asyncpg pool that is created lazily and that generated queries can use directly."""
+    """An asyncpg pool that is created lazily and that generated queries can use directly.
+
+    `init` runs on every new connection; the composition root passes the generated
+    `register_codecs`, so json/jsonb are Python values in every query.
+    """
 
     def __init__(
         self,
@@ -60,18 +55,16 @@ class Database:
             return
         self.url = url or self.url
         if not self.url:
-            raise DatabaseNotConnected("no database URL: set DATABASE_URL or use the embedded server")
+            raise DatabaseNotConnected(
+                "no database URL: set DATABASE_URL or use the embedded server"
+            )
         self._pool = await asyncpg.create_pool(
             self.url,
             min_size=min(self.min_size, self.max_size),
             max_size=self.max_size,
-            init=self._init_connection,
+            init=self._init,
         )
 
-    async def _init_connection(self, conn: asyncpg.Connection[asyncpg.Record]) -> None:
-        await register_json_codecs(conn)
-        if self._init is not None:
-            await self._init(conn)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -102,9 +95,10 @@ class Database:
     async def ping(self, timeout: float = 2.0) -> bool:
         """True when a trivial query succeeds within `timeout` seconds."""
         try:
-            return await self.pool.fetchval("SELECT 1", timeout=timeout) == 1
+            value = await self.pool.fetchval("SELECT 1", timeout=timeout)
         except (OSError, asyncpg.PostgresError, DatabaseNotConnected, TimeoutError):
             return False
+        return bool(value == 1)
 
     # The asyncpg query methods, forwarded to the pool: `Database` is a generated-code DBTX.
 
@@ -116,7 +110,9 @@ class Database:
     ) -> None:
         await self.pool.executemany(command, args, timeout=timeout)
 
-    async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[asyncpg.Record]:
+    async def fetch(
+        self, query: str, *args: Any, timeout: float | None = None
+    ) -> list[asyncpg.Record]:
         return await self.pool.fetch(query, *args, timeout=timeout)
 
     async def fetchrow(

@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 APP_TABLE = "anchor_migrations"
 NO_TRANSACTION_MARKER = "-- anchor:no-transaction"
-_FILE_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9_\-]+)\.(?P<direction>up|down)\.sql$")
+_FILE_NAME = re.compile(
+    r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9_\-]+)\.(?P<direction>up|down)\.sql$"
+)
 _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -77,9 +79,13 @@ def load_migrations(directory: Path) -> list[Migration]:
         version = int(match["version"])
         target = ups if match["direction"] == "up" else downs
         if version in target:
-            raise MigrationError(f"{path}: version {version} is also used by {target[version].name}")
+            raise MigrationError(
+                f"{path}: version {version} is also used by {target[version].name}"
+            )
         if version in names and names[version] != match["name"]:
-            raise MigrationError(f"{path}: version {version} is also used by another migration name")
+            raise MigrationError(
+                f"{path}: version {version} is also used by another migration name"
+            )
         target[version] = path
         names[version] = match["name"]
     for version, path in downs.items():
@@ -97,7 +103,9 @@ class Migrator:
         self.directory = directory
         self.table = table
         # Two-int advisory lock key: a fixed namespace plus a hash of the table name.
-        self._lock_key = int.from_bytes(hashlib.sha256(table.encode()).digest()[:4], "big", signed=True)
+        self._lock_key = int.from_bytes(
+            hashlib.sha256(table.encode()).digest()[:4], "big", signed=True
+        )
 
     async def up(self, conn: asyncpg.Connection[asyncpg.Record]) -> list[Migration]:
         """Apply every pending migration in version order; return the ones applied."""
@@ -113,7 +121,9 @@ class Migrator:
                 applied_now.append(migration)
         return applied_now
 
-    async def down(self, conn: asyncpg.Connection[asyncpg.Record], steps: int = 1) -> list[Migration]:
+    async def down(
+        self, conn: asyncpg.Connection[asyncpg.Record], steps: int = 1
+    ) -> list[Migration]:
         """Revert the last `steps` applied migrations, newest first."""
         by_version = {m.version: m for m in load_migrations(self.directory)}
         reverted: list[Migration] = []
@@ -183,7 +193,9 @@ class Migrator:
             if migration is None:
                 log.warning("migration %s is applied but its file is gone", version)
             elif migration.checksum() != checksum:
-                log.warning("%s changed after it was applied; edits are not re-run", migration.up_path)
+                log.warning(
+                    "%s changed after it was applied; edits are not re-run", migration.up_path
+                )
 
     def _locked(self, conn: asyncpg.Connection[asyncpg.Record]) -> _AdvisoryLock:
         return _AdvisoryLock(conn, self._lock_key, self)
@@ -194,7 +206,9 @@ class _AdvisoryLock:
 
     NAMESPACE = 0x414E43  # "ANC"
 
-    def __init__(self, conn: asyncpg.Connection[asyncpg.Record], key: int, migrator: Migrator) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection[asyncpg.Record], key: int, migrator: Migrator
+    ) -> None:
         self.conn, self.key, self.migrator = conn, key, migrator
 
     async def __aenter__(self) -> None:

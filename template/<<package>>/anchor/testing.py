@@ -1,4 +1,4 @@
-"""Test support: a fresh database per test run, on TEST_DATABASE_URL's server or the embedded one."""
+"""Test support: a fresh database per test run (TEST_DATABASE_URL's server, or embedded)."""
 
 from __future__ import annotations
 

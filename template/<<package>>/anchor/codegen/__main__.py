@@ -35,7 +35,7 @@ def generate(root: Path = PROJECT_ROOT) -> dict[str, str]:
 
     files = {"__init__.py": GEN_README}
     request = run_sqlc(root)
-    files.update({f"db/{name}": source for name, source in render_queries(request).items()})
+    files.update({f"db/{name}": source for name, source in render_queries(request, root=root).items()})
     api = render_api(root / API_SPEC, display_path=str(API_SPEC))
     files.update({f"api/{name}": source for name, source in api.items()})
     return files
@@ -48,7 +48,11 @@ def changed_files(files: dict[str, str], target: Path) -> tuple[list[str], list[
         for name, source in sorted(files.items())
         if not (target / name).is_file() or (target / name).read_text(encoding="utf-8") != source
     ]
-    existing = {p.relative_to(target).as_posix() for p in target.rglob("*.py")} if target.exists() else set()
+    existing = (
+        {p.relative_to(target).as_posix() for p in target.rglob("*.py")}
+        if target.exists()
+        else set()
+    )
     return to_write, sorted(existing - files.keys())
 
 

