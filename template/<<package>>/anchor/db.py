@@ -8,7 +8,7 @@ and `async with db.transaction() as tx: Queries(tx)` runs the same queries in on
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
@@ -17,10 +17,12 @@ from asyncpg.pool import PoolConnectionProxy
 
 if TYPE_CHECKING:  # asyncpg's classes are generic only in its type stubs
     Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
-    ConnectionInit: TypeAlias = Callable[[asyncpg.Connection[asyncpg.Record]], Awaitable[None]]
+    ConnectionInit: TypeAlias = Callable[
+        [asyncpg.Connection[asyncpg.Record]], Coroutine[Any, Any, None]
+    ]
 else:
     Connection = asyncpg.Connection | PoolConnectionProxy
-    ConnectionInit = Callable[..., Awaitable[None]]
+    ConnectionInit = Callable[..., Coroutine[Any, Any, None]]
 IsolationLevel = Literal["read_committed", "repeatable_read", "serializable"]
 
 
@@ -64,7 +66,6 @@ class Database:
             max_size=self.max_size,
             init=self._init,
         )
-
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -35,7 +35,9 @@ def generate(root: Path = PROJECT_ROOT) -> dict[str, str]:
 
     files = {"__init__.py": GEN_README}
     request = run_sqlc(root)
-    files.update({f"db/{name}": source for name, source in render_queries(request, root=root).items()})
+    files.update(
+        {f"db/{name}": source for name, source in render_queries(request, root=root).items()}
+    )
     api = render_api(root / API_SPEC, display_path=str(API_SPEC))
     files.update({f"api/{name}": source for name, source in api.items()})
     return files

@@ -241,12 +241,12 @@ def singular(word: str) -> str:
     The same idea as sqlc's Go models (which singularize table names), with simpler rules.
     """
     lower = word.lower()
-    if lower in _UNCOUNTABLE or len(word) < 3:  # noqa: PLR2004
+    if lower in _UNCOUNTABLE or len(word) < 3:
         return word
     for plural, one in _IRREGULAR:
         if lower.endswith(plural):
             return word[: len(word) - len(plural)] + _same_case(one, word[-len(plural)])
-    if lower.endswith("ies") and len(word) > 4:  # noqa: PLR2004
+    if lower.endswith("ies") and len(word) > 4:
         return word[:-3] + _same_case("y", word[-3])
     if lower.endswith(("sses", "shes", "ches", "xes", "zzes", "uses")):
         return word[:-2]
