@@ -17,29 +17,39 @@ from .errors import GenError
 CONFIG = "sqlc.yaml"
 
 
-def run_sqlc(root: Path) -> dict[str, Any]:
-    """`sqlc generate` with the project's config; sqlc's own errors become GenErrors."""
-    config_path = root / CONFIG
-    out_dir = root / _json_out_dir(config_path)
-    shutil.rmtree(out_dir, ignore_errors=True)  # sqlc never deletes stale output
-    try:
-        done = subprocess.run(
-            [_sqlc_binary(), "generate", "-f", CONFIG],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except OSError as exc:
-        raise GenError(f"cannot run sqlc: {exc}") from exc
-    if done.returncode != 0:
-        raise GenError("sqlc found problems:\n" + _clean(done.stderr or done.stdout))
-    request_path = out_dir / "codegen_request.json"
-    try:
-        request: dict[str, Any] = json.loads(request_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise GenError(f"sqlc wrote no readable analysis ({exc})", path=request_path) from exc
-    return request
+class SqlcRun:
+    """`sqlc generate` running in the background, so other generators can work meanwhile."""
+
+    def __init__(self, root: Path) -> None:
+        self.out_dir = root / _json_out_dir(root / CONFIG)
+        shutil.rmtree(self.out_dir, ignore_errors=True)  # sqlc never deletes stale output
+        try:
+            self._process = subprocess.Popen(
+                [_sqlc_binary(), "generate", "-f", CONFIG],
+                cwd=root,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        except OSError as exc:
+            raise GenError(f"cannot run sqlc: {exc}") from exc
+
+    def result(self) -> dict[str, Any]:
+        """sqlc's analysis (the JSON GenerateRequest); sqlc's own errors become GenErrors."""
+        stdout, stderr = self._process.communicate()
+        if self._process.returncode != 0:
+            raise GenError("sqlc found problems:\n" + _clean(stderr or stdout))
+        request_path = self.out_dir / "codegen_request.json"
+        try:
+            request: dict[str, Any] = json.loads(request_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise GenError(f"sqlc wrote no readable analysis ({exc})", path=request_path) from exc
+        return request
+
+    def cancel(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
 
 
 def _json_out_dir(config_path: Path) -> str:
