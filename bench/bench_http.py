@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 import copier
@@ -90,6 +91,8 @@ def median_gen_time(project: Path, repeats: int = 3) -> float:
 
 
 def main() -> None:
+    warnings.filterwarnings("ignore", message="Dirty template changes included")
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     project = WORK / "app"
