@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .projects import git, make, render
+from .projects import REPO, git, make, render
 
 
 def unrendered_markers(project: Path) -> list[str]:
@@ -120,3 +121,15 @@ def test_invalid_package_name_is_rejected_with_a_clear_message(
     assert done.returncode != 0
     assert message in done.stdout + done.stderr
     assert not (tmp_path / "x" / "pyproject.toml").exists()
+
+
+def test_rendered_files_avoid_patterns_that_clash_with_the_delimiters() -> None:
+    """Only `.jinja` files are rendered; in them a literal `<<` must not start a heredoc,
+    a YAML merge key or a conflict marker (Jinja would read it as a variable)."""
+    risky = re.compile(r"<<(<|-|:|\s*['\"A-Z_]{2,})")
+    offenders = []
+    for path in (REPO / "template").rglob("*.jinja"):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if risky.search(line):
+                offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert offenders == []
