@@ -130,3 +130,25 @@ def test_missing_handler_fails_at_import_and_in_mypy(default_project: Path) -> N
     )
     assert typecheck.returncode != 0
     assert "increment_counter" in typecheck.stdout
+
+
+def test_check_reports_conflict_markers_and_rej_files(default_project: Path) -> None:
+    handlers = default_project / "my_app" / "handlers.py"
+    original = handlers.read_text()
+    marker = "<" * 7
+    handlers.write_text(
+        original + f"{marker} before updating\nx = 1\n{'=' * 7}\nx = 2\n{'>' * 7} after\n"
+    )
+    rej = default_project / "Makefile.rej"
+    rej.write_text("@@ rejected hunk\n")
+    try:
+        done = make(default_project, "check", check=False)
+    finally:
+        handlers.write_text(original)
+        rej.unlink()
+    assert done.returncode != 0
+    lines = len(original.splitlines())
+    assert f"my_app/handlers.py:{lines + 1}: unresolved conflict marker" in done.stderr
+    assert f"my_app/handlers.py:{lines + 3}: unresolved conflict marker" in done.stderr
+    assert "Makefile.rej: leftover from a merge" in done.stderr
+    make(default_project, "check")
