@@ -1,0 +1,48 @@
+"""Anchor's PostgreSQL task engine: durable tasks with retries, leases, priorities and
+transactional enqueue and completion.
+
+`TaskStore` enqueues and controls tasks (it is the `Enqueuer` generated runners use);
+`Worker` runs them; `schema.migrate` creates the tables.
+"""
+
+from .contract import (
+    Enqueuer,
+    RetryPolicy,
+    TaskContext,
+    TaskDefinition,
+    TaskOptions,
+    TaskOverrides,
+    Transaction,
+)
+from .durations import format_duration, parse_duration, retry_delay
+from .models import AttemptError, TaskCancelled, TaskError, TaskFailed, TaskInfo, TaskState
+from .schema import MIGRATIONS_DIR, MIGRATIONS_TABLE, migrate
+from .store import TaskConflict, TaskRequest, TaskStore
+from .worker import RunContext, Worker
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "MIGRATIONS_TABLE",
+    "AttemptError",
+    "Enqueuer",
+    "RetryPolicy",
+    "RunContext",
+    "TaskCancelled",
+    "TaskConflict",
+    "TaskContext",
+    "TaskDefinition",
+    "TaskError",
+    "TaskFailed",
+    "TaskInfo",
+    "TaskOptions",
+    "TaskOverrides",
+    "TaskRequest",
+    "TaskState",
+    "TaskStore",
+    "Transaction",
+    "Worker",
+    "format_duration",
+    "migrate",
+    "parse_duration",
+    "retry_delay",
+]

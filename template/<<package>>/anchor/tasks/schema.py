@@ -1,0 +1,21 @@
+"""The engine's own tables, migrated apart from the app's (own folder, own bookkeeping table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+
+from ..migrations import Migration, Migrator
+
+MIGRATIONS_DIR = Path(__file__).parent / "sql"
+MIGRATIONS_TABLE = "anchor_framework_migrations"
+
+
+def migrator() -> Migrator:
+    return Migrator(MIGRATIONS_DIR, table=MIGRATIONS_TABLE)
+
+
+async def migrate(conn: asyncpg.Connection[asyncpg.Record]) -> list[Migration]:
+    """Create or upgrade the task tables; safe to run from many processes at once."""
+    return await migrator().up(conn)

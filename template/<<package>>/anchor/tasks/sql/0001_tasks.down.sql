@@ -1,0 +1,2 @@
+DROP TABLE anchor_task_attempts;
+DROP TABLE anchor_tasks;
