@@ -1,30 +1,69 @@
-"""Composition root: build each runtime piece once and hand it to the code that needs it.
+"""Composition root: build each piece once and hand it to the code that needs it.
 
-No globals: tests call `create_app(settings)` with their own settings (and can pass other
-pieces the same way). `python -m <package> serve` calls `create_app()`.
+No globals: `create_app(settings)` and `create_worker(settings)` build everything from the
+settings, and tests build their own (or swap a piece: see tests/). `python -m <package> serve`
+calls `create_app()`, `python -m <package> worker` calls `create_worker()`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fastapi import FastAPI
 
 from .anchor.db import Database
-from .anchor.server import create_server
+from .anchor.server import Lifecycle, create_server
 from .anchor.settings import load_settings
+from .anchor.tasks import TaskStore
+from .anchor.tasks.runtime import TaskRuntime
 from .gen.api import build_router
 from .gen.db import Queries, register_codecs
+from .gen.tasks import TaskRunner, task_definitions
 from .handlers import Handlers
 from .settings import AppSettings
+from .tasks import Executors
+
+
+@dataclass(frozen=True)
+class Services:
+    """What handlers and task executors are built from."""
+
+    settings: AppSettings
+    db: Database
+    queries: Queries
+    tasks: TaskRunner  # enqueue tasks: `await services.tasks.run_<task>(params, tx=...)`
+
+
+def build_services(settings: AppSettings) -> Services:
+    db = Database(
+        settings.database_url,
+        min_size=settings.db_pool_min_size,
+        max_size=settings.pool_size(),
+        init=register_codecs,  # json/jsonb as Python values on every connection
+    )
+    return Services(settings=settings, db=db, queries=Queries(db), tasks=TaskRunner(TaskStore(db)))
+
+
+def build_task_runtime(services: Services) -> TaskRuntime:
+    executors = Executors(queries=services.queries)
+    return TaskRuntime(services.db, task_definitions(executors), services.settings)
 
 
 def create_app(settings: AppSettings | None = None) -> FastAPI:
     settings = settings or load_settings(AppSettings)
-    db = Database(
-        settings.database_url,
-        min_size=settings.db_pool_min_size,
-        max_size=settings.db_pool_max_size,
-        init=register_codecs,  # json/jsonb as Python values on every connection
+    services = build_services(settings)
+    lifecycle = Lifecycle()
+    if settings.worker_enabled:
+        runtime = build_task_runtime(services)
+        lifecycle.startup.append(runtime.start)
+        lifecycle.shutdown.append(runtime.stop)
+    app = create_server(
+        settings, db=services.db, title=settings.app_title, version="1.0.0", lifecycle=lifecycle
     )
-    app = create_server(settings, db=db, title=settings.app_title, version="1.0.0")
-    app.include_router(build_router(Handlers(db=db, queries=Queries(db))))
+    handlers = Handlers(db=services.db, queries=services.queries, tasks=services.tasks)
+    app.include_router(build_router(handlers))
     return app
+
+
+def create_worker(settings: AppSettings | None = None) -> TaskRuntime:
+    return build_task_runtime(build_services(settings or load_settings(AppSettings)))

@@ -11,12 +11,14 @@ from .anchor.db import Database
 from .gen.api import ApiHandlers
 from .gen.api.models import Counter
 from .gen.db import Queries
+from .gen.tasks import TaskRunner
 
 
 class Handlers(ApiHandlers):
-    def __init__(self, *, db: Database, queries: Queries) -> None:
+    def __init__(self, *, db: Database, queries: Queries, tasks: TaskRunner) -> None:
         self.db = db
         self.queries = queries
+        self.tasks = tasks  # enqueue background tasks: `await self.tasks.run_<task>(..., tx=tx)`
 
     async def get_counter(self) -> Counter:
         value = await self.queries.get_counter()

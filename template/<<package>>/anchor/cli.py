@@ -15,8 +15,9 @@ import sys
 from collections.abc import Sequence
 
 from . import pgembed
-from .migrations import APP_TABLE, MigrationError, Migrator
+from .migrations import APP_TABLE, Migration, MigrationError, Migrator
 from .paths import MIGRATIONS_DIR, PACKAGE_DIR
+from .server import MIGRATION_SETS
 from .settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         command.add_argument("--port", type=int, help="port (default: PORT)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
 
+    commands.add_parser("worker", help="run only the task worker (no HTTP server)")
+
     migrate = commands.add_parser("migrate", help="apply or inspect sql/migrations")
     migrate.add_argument("action", nargs="?", choices=["up", "down", "status"], default="up")
     migrate.add_argument("--steps", type=int, default=1, help="migrations to revert with `down`")
@@ -56,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         if args.command in ("serve", "dev"):
             _serve(package, settings, args, reload=args.command == "dev")
+        elif args.command == "worker":
+            _work(package, settings)
         elif args.command == "migrate":
             _migrate(settings, args.action, args.steps)
     except (CliError, SettingsError, MigrationError, pgembed.EmbeddedPostgresError) as exc:
@@ -101,30 +106,46 @@ def _serve(package: str, settings: Settings, args: argparse.Namespace, *, reload
     )
 
 
+def _report(verb: str, migrations: list[Migration]) -> None:
+    print(f"{verb} {len(migrations)} migration(s)" + "".join(f"\n  {m.label}" for m in migrations))
+
+
+def _work(package: str, settings: Settings) -> None:
+    from .worker_process import run_worker
+
+    _database_url(package, settings)
+    app = importlib.import_module(f"{package}.app")
+    runtime = app.create_worker(_settings(package))  # re-read: DATABASE_URL may be set now
+    asyncio.run(run_worker(runtime))
+
+
 def _migrate(settings: Settings, action: str, steps: int) -> None:
     import asyncpg
 
     url = _database_url(PACKAGE_DIR.name, settings)
-    migrator = Migrator(MIGRATIONS_DIR, table=APP_TABLE)
 
     async def run() -> None:
         conn = await asyncpg.connect(url)
         try:
             if action == "up":
-                applied = await migrator.up(conn)
+                applied = [
+                    m for d, t in MIGRATION_SETS for m in await Migrator(d, table=t).up(conn)
+                ]
                 print(
                     f"applied {len(applied)} migration(s)"
                     + "".join(f"\n  {m.label}" for m in applied)
                 )
-            elif action == "down":
-                reverted = await migrator.down(conn, steps)
+            elif action == "down":  # the app's own migrations only
+                reverted = await Migrator(MIGRATIONS_DIR, table=APP_TABLE).down(conn, steps)
                 print(
                     f"reverted {len(reverted)} migration(s)"
                     + "".join(f"\n  {m.label}" for m in reverted)
                 )
             else:
-                for entry in await migrator.status(conn):
-                    print(f"{'applied' if entry.applied else 'pending'}  {entry.migration.label}")
+                for directory, table in MIGRATION_SETS:
+                    for entry in await Migrator(directory, table=table).status(conn):
+                        state = "applied" if entry.applied else "pending"
+                        print(f"{state}  {table}  {entry.migration.label}")
         finally:
             await conn.close()
 

@@ -52,7 +52,9 @@ def find_conflicts(root: Path) -> list[str]:
 def main() -> int:
     problems = find_conflicts(PROJECT_ROOT)
     if problems:
-        print("error: unresolved merge conflicts (resolve, then delete .rej files):", file=sys.stderr)
+        print(
+            "error: unresolved merge conflicts (resolve, then delete .rej files):", file=sys.stderr
+        )
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return 1

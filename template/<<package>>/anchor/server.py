@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -21,10 +22,17 @@ from .db import Database
 from .migrations import APP_TABLE, Migrator
 from .paths import MIGRATIONS_DIR
 from .settings import Settings
+from .tasks import schema as tasks_schema
 
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
+
+# The framework's tables first (the task engine's), then the app's, each with its own bookkeeping.
+MIGRATION_SETS: tuple[tuple[Path, str], ...] = (
+    (tasks_schema.MIGRATIONS_DIR, tasks_schema.MIGRATIONS_TABLE),
+    (MIGRATIONS_DIR, APP_TABLE),
+)
 
 
 @dataclass
@@ -42,7 +50,7 @@ def create_server(
     title: str,
     version: str,
     description: str = "",
-    migration_sets: Sequence[tuple[Path, str]] = ((MIGRATIONS_DIR, APP_TABLE),),
+    migration_sets: Sequence[tuple[Path, str]] = MIGRATION_SETS,
     lifecycle: Lifecycle | None = None,
 ) -> FastAPI:
     """A FastAPI app whose lifespan connects `db`, migrates, and runs the lifecycle hooks."""
@@ -50,9 +58,9 @@ def create_server(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        url = db.url or settings.database_url or await _embedded_url(settings)
+        url = db.url or settings.database_url or await embedded_url(settings)
         if settings.migrate_on_start:
-            await _migrate(url, migration_sets)
+            await migrate_all(url, migration_sets)
         await db.connect(url)
         try:
             for hook in lifecycle.startup:
@@ -80,15 +88,17 @@ def create_server(
     return app
 
 
-async def _embedded_url(settings: Settings) -> str:
+async def embedded_url(settings: Settings) -> str:
+    """Start (or join) the embedded PostgreSQL from async code; return its URL."""
     from .paths import PACKAGE_DIR
 
     return await asyncio.to_thread(pgembed.start, settings.embedded_pg_dir, PACKAGE_DIR.name)
 
 
-async def _migrate(url: str, migration_sets: Sequence[tuple[Path, str]]) -> None:
-    import asyncpg
-
+async def migrate_all(
+    url: str, migration_sets: Sequence[tuple[Path, str]] = MIGRATION_SETS
+) -> None:
+    """Apply every pending migration of each set, in order (safe from many processes at once)."""
     conn = await asyncpg.connect(url)
     try:
         for directory, table in migration_sets:

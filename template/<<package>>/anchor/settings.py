@@ -33,10 +33,29 @@ class Settings(BaseSettings):
         default=True,
         description="Apply pending migrations when the server starts (safe with many replicas).",
     )
+    worker_enabled: bool = Field(
+        default=True,
+        description="Run the task worker inside the API process (`python -m <package> worker` "
+        "runs one on its own).",
+    )
+    worker_concurrency: int = Field(default=10, ge=1, description="Tasks run at once per worker.")
+    worker_queues: str = Field(default="default", description="Comma-separated queues to work.")
+    worker_shutdown_grace: float = Field(
+        default=10.0, ge=0, description="Seconds running tasks get to finish on shutdown."
+    )
     embedded_pg_dir: Path = Field(
         default=Path(".anchor/pgdata"),
         description="Data folder of the embedded PostgreSQL, used when DATABASE_URL is unset.",
     )
+
+    @property
+    def queues(self) -> list[str]:
+        return [queue.strip() for queue in self.worker_queues.split(",") if queue.strip()]
+
+    def pool_size(self) -> int:
+        """Connections per process: the app's, plus what an in-process worker needs."""
+        worker = self.worker_concurrency + 3 if self.worker_enabled else 0
+        return self.db_pool_max_size + worker
 
 
 class SettingsError(Exception):
