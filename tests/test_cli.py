@@ -82,7 +82,7 @@ def test_migrate_applies_once_and_reports_status(default_project: Path) -> None:
     first = subprocess.run(
         run, cwd=default_project, env=env, capture_output=True, text=True, check=True
     )
-    assert first.stdout.split()[:3] == ["applied", "2", "migration(s)"]
+    assert first.stdout.split()[:3] == ["applied", "3", "migration(s)"]
     assert "0001_tasks" in first.stdout and "0001_init" in first.stdout  # framework's, then app's
     again = subprocess.run(
         run, cwd=default_project, env=env, capture_output=True, text=True, check=True

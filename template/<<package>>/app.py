@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from .anchor.db import Database
 from .anchor.server import Lifecycle, create_server
 from .anchor.settings import load_settings
-from .anchor.tasks import TaskStore
+from .anchor.tasks import TaskMetrics, TaskStore
 from .anchor.tasks.runtime import TaskRuntime
 from .gen.api import build_router
 from .gen.db import Queries, register_codecs
@@ -32,6 +33,7 @@ class Services:
     db: Database
     queries: Queries
     tasks: TaskRunner  # enqueue tasks: `await services.tasks.run_<task>(params, tx=...)`
+    metrics: TaskMetrics  # in this app's own Prometheus registry, served at /metrics
 
 
 def build_services(settings: AppSettings) -> Services:
@@ -41,12 +43,17 @@ def build_services(settings: AppSettings) -> Services:
         max_size=settings.pool_size(),
         init=register_codecs,  # json/jsonb as Python values on every connection
     )
-    return Services(settings=settings, db=db, queries=Queries(db), tasks=TaskRunner(TaskStore(db)))
+    metrics = TaskMetrics(CollectorRegistry())
+    store = TaskStore(db, metrics=metrics)
+    return Services(
+        settings=settings, db=db, queries=Queries(db), tasks=TaskRunner(store), metrics=metrics
+    )
 
 
 def build_task_runtime(services: Services) -> TaskRuntime:
     executors = Executors(queries=services.queries)
-    return TaskRuntime(services.db, task_definitions(executors), services.settings)
+    definitions = task_definitions(executors)
+    return TaskRuntime(services.db, definitions, services.settings, metrics=services.metrics)
 
 
 def create_app(settings: AppSettings | None = None) -> FastAPI:
@@ -58,7 +65,12 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         lifecycle.startup.append(runtime.start)
         lifecycle.shutdown.append(runtime.stop)
     app = create_server(
-        settings, db=services.db, title=settings.app_title, version="1.0.0", lifecycle=lifecycle
+        settings,
+        db=services.db,
+        title=settings.app_title,
+        version="1.0.0",
+        lifecycle=lifecycle,
+        registry=services.metrics.registry,
     )
     handlers = Handlers(db=services.db, queries=services.queries, tasks=services.tasks)
     app.include_router(build_router(handlers))

@@ -19,6 +19,7 @@ from .migrations import APP_TABLE, Migration, MigrationError, Migrator
 from .paths import MIGRATIONS_DIR, PACKAGE_DIR
 from .server import MIGRATION_SETS
 from .settings import Settings, SettingsError, load_settings
+from .tasks.admin import add_task_commands, run_task_command
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     migrate.add_argument("--steps", type=int, default=1, help="migrations to revert with `down`")
 
     commands.add_parser("gen", help="generate code from api/ and sql/ (same as `make gen`)")
+    add_task_commands(commands)
 
     args = parser.parse_args(argv)
     try:
@@ -59,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         if args.command in ("serve", "dev"):
             _serve(package, settings, args, reload=args.command == "dev")
+        elif args.command == "tasks":
+            url = _database_url(package, settings)
+            sys.exit(asyncio.run(run_task_command(args, url)))
         elif args.command == "worker":
             _work(package, settings)
         elif args.command == "migrate":

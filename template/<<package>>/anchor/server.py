@@ -15,7 +15,8 @@ from pathlib import Path
 
 import asyncpg
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from . import pgembed
 from .db import Database
@@ -52,8 +53,12 @@ def create_server(
     description: str = "",
     migration_sets: Sequence[tuple[Path, str]] = MIGRATION_SETS,
     lifecycle: Lifecycle | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> FastAPI:
-    """A FastAPI app whose lifespan connects `db`, migrates, and runs the lifecycle hooks."""
+    """A FastAPI app whose lifespan connects `db`, migrates, and runs the lifecycle hooks.
+
+    With `registry`, `GET /metrics` serves it in Prometheus' text format.
+    """
     lifecycle = lifecycle or Lifecycle()
 
     @asynccontextmanager
@@ -84,6 +89,13 @@ def create_server(
         if await db.ping():
             return JSONResponse({"status": "ok"})
         return JSONResponse({"status": "unavailable", "reason": "database"}, status_code=503)
+
+    if registry is not None:
+
+        @app.get("/metrics", include_in_schema=False)
+        def metrics() -> Response:
+            """Prometheus metrics of this process."""
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -40,8 +40,24 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(default=10, ge=1, description="Tasks run at once per worker.")
     worker_queues: str = Field(default="default", description="Comma-separated queues to work.")
+    worker_lease: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a running task stays claimed without a heartbeat: after a worker "
+        "dies, its tasks run again elsewhere this long after its last heartbeat.",
+    )
     worker_shutdown_grace: float = Field(
         default=10.0, ge=0, description="Seconds running tasks get to finish on shutdown."
+    )
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of `python -m <package> worker`'s Prometheus endpoint (0: none). "
+        "The API serves its metrics at /metrics.",
+    )
+    task_retention_days: float = Field(
+        default=7, gt=0, description="Finished tasks and their errors are deleted after this."
     )
     embedded_pg_dir: Path = Field(
         default=Path(".anchor/pgdata"),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from prometheus_client import start_http_server
+
 from .server import embedded_url, migrate_all
 from .tasks.runtime import TaskRuntime
 
@@ -20,6 +22,8 @@ async def run_worker(runtime: TaskRuntime) -> None:
     if settings.migrate_on_start:
         await migrate_all(url)
     await db.connect(url)
+    if settings.worker_metrics_port and runtime.metrics is not None:
+        start_http_server(settings.worker_metrics_port, registry=runtime.metrics.registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -14,8 +14,12 @@ from .contract import (
     TaskOverrides,
     Transaction,
 )
+from .cron import CronExpression, next_fire_times, parse_cron
 from .durations import format_duration, parse_duration, retry_delay
+from .metrics import TaskMetrics
 from .models import AttemptError, TaskCancelled, TaskError, TaskFailed, TaskInfo, TaskState
+from .pruner import Pruner
+from .scheduler import CronScheduler
 from .schema import MIGRATIONS_DIR, MIGRATIONS_TABLE, migrate
 from .store import TaskConflict, TaskRequest, TaskStore
 from .worker import RunContext, Worker
@@ -24,7 +28,10 @@ __all__ = [
     "MIGRATIONS_DIR",
     "MIGRATIONS_TABLE",
     "AttemptError",
+    "CronExpression",
+    "CronScheduler",
     "Enqueuer",
+    "Pruner",
     "RetryPolicy",
     "RunContext",
     "TaskCancelled",
@@ -34,6 +41,7 @@ __all__ = [
     "TaskError",
     "TaskFailed",
     "TaskInfo",
+    "TaskMetrics",
     "TaskOptions",
     "TaskOverrides",
     "TaskRequest",
@@ -43,6 +51,8 @@ __all__ = [
     "Worker",
     "format_duration",
     "migrate",
+    "next_fire_times",
+    "parse_cron",
     "parse_duration",
     "retry_delay",
 ]

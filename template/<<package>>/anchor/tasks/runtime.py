@@ -6,34 +6,55 @@ The API process runs it in its lifespan (unless WORKER_ENABLED=false) and
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Mapping
 
 from ..db import Database
 from ..settings import Settings
 from .contract import TaskDefinition
+from .metrics import TaskMetrics
+from .pruner import Pruner
+from .scheduler import CronScheduler
+from .store import TaskStore
 from .worker import Worker
 
 log = logging.getLogger(__name__)
 
 
 class TaskRuntime:
-    """The worker for `definitions`, configured from settings."""
+    """The worker, the cron scheduler and the pruner for `definitions`, configured from settings.
+
+    Every process may run one: cron ticks fire once however many schedulers run, and only
+    one pruner works at a time.
+    """
 
     def __init__(
-        self, db: Database, definitions: Mapping[str, TaskDefinition], settings: Settings
+        self,
+        db: Database,
+        definitions: Mapping[str, TaskDefinition],
+        settings: Settings,
+        *,
+        metrics: TaskMetrics | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
+        self.metrics = metrics
         self.worker = Worker(
             db,
             definitions,
             queues=settings.queues,
             concurrency=settings.worker_concurrency,
+            lease=dt.timedelta(seconds=settings.worker_lease),
+            metrics=metrics,
         )
+        self.scheduler = CronScheduler(db, definitions, TaskStore(db, metrics=metrics))
+        self.pruner = Pruner(db, retention=dt.timedelta(days=settings.task_retention_days))
 
     async def start(self) -> None:
         await self.worker.start()
+        await self.scheduler.start()
+        await self.pruner.start()
         log.info(
             "task worker %s started: queues %s, concurrency %d",
             self.worker.id,
@@ -42,5 +63,7 @@ class TaskRuntime:
         )
 
     async def stop(self) -> None:
+        await self.scheduler.stop()  # no new ticks, then let running tasks finish
+        await self.pruner.stop()
         await self.worker.stop(grace=self.settings.worker_shutdown_grace)
         log.info("task worker %s stopped", self.worker.id)

@@ -8,6 +8,7 @@ transaction wakes workers only once it is visible to them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import json
 import time
@@ -30,6 +31,7 @@ from .models import (
 
 if TYPE_CHECKING:
     from ..db import Connection
+    from .metrics import TaskMetrics
 
 CANCEL_CHANNEL = "anchor_tasks_cancel"
 DEFAULT_OPTIONS = TaskOptions()
@@ -83,12 +85,12 @@ WITH input AS (
            ARRAY(SELECT jsonb_array_elements_text(labels::jsonb)), parent_id
     FROM input ORDER BY ord
     {_ON_UNIQUE_CONFLICT}
-    RETURNING id, queue, unique_tag
+    RETURNING id, queue, unique_tag, name
 ), notified AS (
     SELECT count(pg_notify('anchor_tasks:' || queue, '')) AS n
     FROM (SELECT DISTINCT queue FROM inserted) AS queues
 )
-SELECT id, unique_tag FROM inserted, notified ORDER BY id
+SELECT id, unique_tag, name FROM inserted, notified ORDER BY id
 """
 
 _ACTIVE_BY_TAG = """
@@ -129,8 +131,9 @@ class TaskConflict(Exception):
 class TaskStore:
     """Stores tasks and controls them; the `Enqueuer` generated runners call."""
 
-    def __init__(self, db: PoolSource) -> None:
+    def __init__(self, db: PoolSource, *, metrics: TaskMetrics | None = None) -> None:
         self._db = db
+        self._metrics = metrics  # metrics: None records nothing
 
     async def enqueue(
         self,
@@ -150,6 +153,8 @@ class TaskStore:
         for _ in range(_UNIQUE_RETRIES):
             task_id = await conn.fetchval(_INSERT, *args)
             if task_id is not None:
+                if self._metrics is not None:  # metrics
+                    self._metrics.record_enqueued(name)
                 return int(task_id)
             existing = await conn.fetchval(_ACTIVE_BY_TAG, options.unique_tag)
             if existing is not None:
@@ -171,6 +176,9 @@ class TaskStore:
         columns = [list(column) for column in zip(*rows, strict=True)]
         columns[11] = [json.dumps(labels) for labels in columns[11]]  # ragged text[] as json
         inserted = await conn.fetch(_INSERT_MANY, *columns)
+        if self._metrics is not None:  # metrics: the rows this statement inserted, per name
+            for task_name, count in collections.Counter(r["name"] for r in inserted).items():
+                self._metrics.record_enqueued(task_name, count)
         # One statement numbers its rows in ORDER BY ord order, so untagged requests take the
         # untagged ids in ascending order; tagged requests are matched by their tag.
         untagged = iter([r["id"] for r in inserted if r["unique_tag"] is None])

@@ -17,10 +17,11 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import asyncpg
 
@@ -31,6 +32,9 @@ from .contract import RetryPolicy, TaskDefinition
 from .durations import format_duration, retry_delay
 from .models import policy_from_json
 from .store import CANCEL_CHANNEL, queue_channel
+
+if TYPE_CHECKING:
+    from .metrics import TaskMetrics
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,7 @@ class Worker:
         completion_interval: float = 0.005,
         listen: bool = True,
         worker_id: str | None = None,
+        metrics: TaskMetrics | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -110,6 +115,7 @@ class Worker:
         self._stopped = asyncio.Event()
         self._claim_task: asyncio.Task[None] | None = None
         self._side_tasks: list[asyncio.Task[None]] = []
+        self._metrics = metrics  # metrics: None records nothing
         self._completer = Completer(
             self._pool, self.id, interval=completion_interval, batch_size=max(self.batch_size, 50)
         )
@@ -136,6 +142,10 @@ class Worker:
         ]
         if self.listen:
             self._side_tasks.append(spawn(self._listen_loop()))
+        # metrics: the database-derived gauges (queue depth, oldest due task)
+        if self._metrics is not None and self._metrics.queue_stats_interval:
+            interval = self._metrics.queue_stats_interval
+            self._side_tasks.append(spawn(self._every(interval, self._refresh_queue_stats)))
 
     async def run(self) -> None:
         """Start and return when `stop()` has finished."""
@@ -236,6 +246,10 @@ class Worker:
         definition = self.definitions[run.name]
         tx = LazyTransaction(self._pool())
         scope = asyncio.timeout(run.timeout)
+        metrics, started = self._metrics, 0.0  # metrics
+        if metrics is not None:
+            metrics.run_started()
+            started = time.perf_counter()
         try:
             try:
                 async with scope:
@@ -252,6 +266,8 @@ class Worker:
                 return
             except Exception as exc:
                 run.settling = True
+                if metrics is not None:
+                    metrics.record_run_time(run.name, time.perf_counter() - started)
                 await tx.rollback()
                 if scope.expired():
                     assert run.timeout is not None
@@ -261,14 +277,21 @@ class Worker:
                     await self._fail(run, "error", f"{type(exc).__name__}: {exc}")
                 return
             run.settling = True
+            if metrics is not None:
+                metrics.record_run_time(run.name, time.perf_counter() - started)
             if tx.started:
                 await self._complete_in(tx, run, result_json)
             else:
                 self._completer.add(run.task_id, run.attempt, result_json)
+                if metrics is not None:  # counted when buffered: the flush is fenced in bulk
+                    metrics.record_completed(run.name)
         except _DB_ERRORS:
             # The outcome could not be written: the lease will expire and a rescuer retries.
             log.exception("worker %s: settling task %s failed", self.id, run.task_id)
             await tx.rollback()
+        finally:
+            if metrics is not None:
+                metrics.run_ended()
 
     async def _complete_in(self, tx: LazyTransaction, run: _Run, result_json: str | None) -> None:
         """Mark the task completed inside the executor's transaction, then commit both."""
@@ -278,6 +301,8 @@ class Worker:
         )
         if status == "UPDATE 1":
             await tx.commit()
+            if self._metrics is not None:
+                self._metrics.record_completed(run.name)
         else:
             log.warning("task %s: lease lost before completion; rolled back", run.task_id)
             await tx.rollback()
@@ -302,6 +327,11 @@ class Worker:
             )
             if state == "failed" and on_failed is not None:
                 await self._run_hook(conn, run.task_id, run.params, on_failed)
+        if self._metrics is not None:  # metrics: the failure is committed
+            if retry:
+                self._metrics.record_retried(run.name)
+            else:
+                self._metrics.record_failed(run.name)
 
     async def _run_hook(
         self,
@@ -373,7 +403,20 @@ class Worker:
                 await conn.execute("SELECT pg_notify($1, '')", queue_channel(queue))
         if rows:
             log.warning("rescued %d task(s) with expired leases", len(rows))
+        if self._metrics is not None:  # metrics: an expired lease is a failed attempt
+            for row in rows:
+                if row["state"] == "pending":
+                    self._metrics.record_retried(row["name"])
+                else:
+                    self._metrics.record_failed(row["name"])
         return len(rows)
+
+    async def _refresh_queue_stats(self) -> None:  # metrics
+        metrics = self._metrics
+        if metrics is not None and metrics.queue_stats_interval:
+            await metrics.refresh_queue_stats(
+                self._pool(), queues=self.queues, max_age=metrics.queue_stats_interval / 2
+            )
 
     async def _every(self, seconds: float, job: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         while True:

@@ -1,0 +1,1 @@
+DROP TABLE anchor_cron_schedules;
