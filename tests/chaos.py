@@ -93,6 +93,11 @@ class Workers:
             MIGRATE_ON_START="false",
         )
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+        self.log_of: dict[int, Path] = {}
+
+    def log_tail(self, process: subprocess.Popen[bytes]) -> str:
+        return self.log_of[process.pid].read_text(errors="replace")[-3000:]
 
     @property
     def python(self) -> str:
@@ -102,12 +107,17 @@ class Workers:
         subprocess.run([self.python, *args], cwd=self.project, env=self.env, check=True)
 
     def start(self) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [self.python, "-m", "chaos_app", "worker"],
-            cwd=self.project,
-            env=self.env,
-            stderr=subprocess.PIPE,
-        )
+        # stderr goes to a file: a pipe nobody reads fills up and blocks the worker's logging.
+        log_file = self.project / f"worker-{len(self.logs)}.log"
+        self.logs.append(log_file)
+        with log_file.open("wb") as stderr:
+            process = subprocess.Popen(
+                [self.python, "-m", "chaos_app", "worker"],
+                cwd=self.project,
+                env=self.env,
+                stderr=stderr,
+            )
+        self.log_of[process.pid] = log_file
         self.processes.append(process)
         return process
 
@@ -116,18 +126,19 @@ class Workers:
         process.wait()
         self.processes.remove(process)
 
-    def stop_all(self) -> list[bytes]:
+    def stop_all(self) -> list[str]:
+        """SIGTERM every worker; the log tails of those that did not exit cleanly."""
         errors = []
         for process in self.processes:
             process.send_signal(signal.SIGTERM)
         for process in self.processes:
             try:
-                _, err = process.communicate(timeout=30)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
-                _, err = process.communicate()
+                process.wait()
             if process.returncode not in (0, -signal.SIGTERM):
-                errors.append(err)
+                errors.append(self.log_tail(process))
         self.processes.clear()
         return errors
 
@@ -135,7 +146,9 @@ class Workers:
 async def counts(url: str) -> dict[str, int]:
     conn = await asyncpg.connect(url)
     try:
-        rows = await conn.fetch("SELECT state, count(*) AS n FROM anchor_tasks GROUP BY state")
+        rows = await conn.fetch(
+            "SELECT state, count(*) AS n FROM anchor_tasks WHERE name = 'recordRun' GROUP BY state"
+        )
         result = {row["state"]: row["n"] for row in rows}
         result["runs"] = await conn.fetchval("SELECT count(*) FROM runs")
         result["distinct_runs"] = await conn.fetchval("SELECT count(DISTINCT n) FROM runs")
@@ -151,7 +164,7 @@ def wait_until_done(url: str, total: int, timeout: float) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
         state = asyncio.run(counts(url))
-        if state.get("completed", 0) == total or time.monotonic() > deadline:
+        if state.get("completed", 0) >= total or time.monotonic() > deadline:
             return state
         time.sleep(0.3)
 

@@ -50,10 +50,11 @@ def test_postgres_restart_mid_run_loses_nothing(
 ) -> None:
     for _ in range(3):
         workers.start()
-    time.sleep(1.0)
+    before = wait_until_done(database_url, 100, timeout=60)  # restart in the middle of the run
+    assert 100 <= before.get("completed", 0) < TOTAL, before
     postgres_server_handle.restart(down_for=2.0)  # type: ignore[attr-defined]
     state = wait_until_done(database_url, TOTAL, timeout=120)
-    dead = [p.communicate()[1].decode()[-3000:] for p in workers.processes if p.poll() is not None]
+    dead = [workers.log_tail(p) for p in workers.processes if p.poll() is not None]
     assert dead == [], "a worker died"
     assert workers.stop_all() == []
     assert state.get("completed") == TOTAL, state

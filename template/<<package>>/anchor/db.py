@@ -8,11 +8,11 @@ and `async with db.transaction() as tx: Queries(tx)` runs the same queries in on
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
-from contextlib import asynccontextmanager
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import asyncpg
@@ -33,7 +33,13 @@ IsolationLevel = Literal["read_committed", "repeatable_read", "serializable"]
 
 T = TypeVar("T")
 # The server is starting, stopping or unreachable: worth waiting for at startup.
-_UNAVAILABLE = (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
+_UNAVAILABLE = (
+    OSError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+)
 
 
 async def retry_connect(connect: Callable[[], Awaitable[T]], *, timeout: float = 30.0) -> T:

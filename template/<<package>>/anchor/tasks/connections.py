@@ -28,6 +28,22 @@ def resolve_pool(source: PoolSource) -> Pool:
     return source.pool if isinstance(source, Database) else source
 
 
+# What a lost or restarting database raises. Background loops catch these, log them and
+# carry on, so a PostgreSQL restart never ends a worker. (InternalClientError: asyncpg's
+# protocol state after the server dropped the connection mid-operation.)
+DB_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+# Bounded waits, so a database outage fails the attempt (to be retried) instead of hanging it.
+ACQUIRE_TIMEOUT = 10.0
+RELEASE_TIMEOUT = 5.0
+
+
 class LazyTransaction:
     """The executor's `Transaction`: a pool connection and a transaction, begun on first query.
 
@@ -50,39 +66,54 @@ class LazyTransaction:
         if self._conn is None:
             async with self._lock:
                 if self._conn is None:
-                    conn = await self._pool.acquire()
+                    conn = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT)
                     try:
                         tx = conn.transaction()
                         await tx.start()
                     except BaseException:
-                        await self._pool.release(conn)
+                        await self._discard(conn)
                         raise
                     self._conn, self._tx = conn, tx
         return self._conn
 
     async def commit(self) -> None:
-        if self._tx is not None:
-            try:
-                await self._tx.commit()
-            finally:
-                await self._close()
-
-    async def rollback(self) -> None:
-        """Roll back and release; a connection broken mid-query is closed instead of reused."""
         if self._tx is None or self._conn is None:
             return
         try:
-            if not self._conn.is_closed():
-                await self._tx.rollback()
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            self._conn.terminate()
-        finally:
-            await self._close()
+            await self._tx.commit()
+        except BaseException:
+            await self._discard(self._conn)
+            self._conn = self._tx = None
+            raise
+        await self._close()
+
+    async def rollback(self) -> None:
+        """Roll back and release; a connection that fails to roll back is closed, not reused."""
+        if self._tx is None or self._conn is None:
+            return
+        conn, tx = self._conn, self._tx
+        self._conn = self._tx = None
+        try:
+            if not conn.is_closed():
+                await tx.rollback()
+        except Exception:  # the server went away: nothing is left to roll back
+            await self._discard(conn)
+            return
+        except BaseException:
+            await self._discard(conn)
+            raise
+        await self._pool.release(conn, timeout=RELEASE_TIMEOUT)
 
     async def _close(self) -> None:
         conn, self._conn, self._tx = self._conn, None, None
         if conn is not None:
-            await self._pool.release(conn)
+            await self._pool.release(conn, timeout=RELEASE_TIMEOUT)
+
+    async def _discard(self, conn: PoolConnection) -> None:
+        """Close a connection in an unknown state (e.g. the server went away mid-query) and
+        give it back: the pool opens a fresh one in its place instead of reusing it."""
+        conn.terminate()
+        await self._pool.release(conn)
 
     # The `Transaction` protocol: asyncpg's query methods on the lazily opened connection.
 

@@ -19,10 +19,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import asyncpg
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from .connections import PoolSource, resolve_pool
+from .connections import DB_ERRORS, PoolSource, resolve_pool
 
 log = logging.getLogger(__name__)
 
@@ -195,9 +194,6 @@ class TaskMetrics:
         return True
 
 
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
-
-
 class QueueStatsRefresher:
     """Refreshes the queue gauges every `interval` seconds, for a process that serves
     /metrics but runs no worker (a worker holding the metrics refreshes them itself).
@@ -225,6 +221,6 @@ class QueueStatsRefresher:
         while True:
             try:
                 await self.metrics.refresh_queue_stats(self._db, max_age=self.interval / 2)
-            except _DB_ERRORS:
+            except DB_ERRORS:
                 log.warning("refreshing task queue metrics failed", exc_info=True)
             await asyncio.sleep(self.interval)

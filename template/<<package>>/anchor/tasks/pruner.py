@@ -16,13 +16,10 @@ import contextlib
 import datetime as dt
 import logging
 
-import asyncpg
-
-from .connections import PoolSource, resolve_pool
+from .connections import DB_ERRORS, PoolSource, resolve_pool
 
 log = logging.getLogger(__name__)
 
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 # pg_try_advisory_lock key: one pruning pass at a time per database ("anchor_p" in ASCII).
 ADVISORY_LOCK_KEY = 0x616E63686F725F70
 
@@ -115,7 +112,7 @@ class Pruner:
                     last_id = row["last_id"]
             finally:
                 if not conn.is_closed():
-                    with contextlib.suppress(*_DB_ERRORS):
+                    with contextlib.suppress(*DB_ERRORS):
                         await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
         if deleted:
             log.info("pruned %d finished task(s) older than %s", deleted, self.retention)
@@ -125,6 +122,6 @@ class Pruner:
         while True:
             try:
                 await self.prune_once()
-            except _DB_ERRORS:
+            except DB_ERRORS:
                 log.exception("pruning finished tasks failed")
             await asyncio.sleep(self.interval)

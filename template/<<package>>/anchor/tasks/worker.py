@@ -23,11 +23,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import asyncpg
-
 from . import leases
 from .completer import Completer
-from .connections import LazyTransaction, Pool, PoolSource, resolve_pool
+from .connections import DB_ERRORS, LazyTransaction, Pool, PoolSource, resolve_pool
 from .contract import RetryPolicy, TaskDefinition
 from .durations import format_duration, retry_delay
 from .models import policy_from_json
@@ -38,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 StopReason = Literal["stop", "cancelled", "lost"]
 
 
@@ -174,7 +171,7 @@ class Worker:
         try:
             await self._release()
             await self._completer.flush()
-        except _DB_ERRORS:
+        except DB_ERRORS:
             log.exception("worker %s: could not hand back tasks; their leases will expire", self.id)
         for task in self._side_tasks:
             task.cancel()
@@ -196,7 +193,10 @@ class Worker:
                 want = min(self.batch_size, free)
                 try:
                     claimed = await self._claim(want)
-                except _DB_ERRORS:
+                except DB_ERRORS as exc:  # the database is away: say so briefly, poll again
+                    log.warning("worker %s: claim failed: %r", self.id, exc)
+                    claimed = []
+                except Exception:  # never let the claim loop die
                     log.exception("worker %s: claim failed", self.id)
                     claimed = []
                 if len(claimed) == want:
@@ -285,7 +285,7 @@ class Worker:
                 self._completer.add(run.task_id, run.attempt, result_json)
                 if metrics is not None:  # counted when buffered: the flush is fenced in bulk
                     metrics.record_completed(run.name)
-        except _DB_ERRORS:
+        except DB_ERRORS:
             # The outcome could not be written: the lease will expire and a rescuer retries.
             log.exception("worker %s: settling task %s failed", self.id, run.task_id)
             await tx.rollback()
@@ -423,7 +423,9 @@ class Worker:
             await asyncio.sleep(seconds)
             try:
                 await job()
-            except _DB_ERRORS:
+            except DB_ERRORS as exc:
+                log.warning("worker %s: %s failed: %r", self.id, job.__name__, exc)
+            except Exception:  # a background duty must outlive any one failure
                 log.exception("worker %s: %s failed", self.id, job.__name__)
 
     # LISTEN/NOTIFY
@@ -459,10 +461,10 @@ class Worker:
                                 await conn.execute("SELECT 1", timeout=5)
                     finally:
                         if not conn.is_closed():
-                            with contextlib.suppress(*_DB_ERRORS):
+                            with contextlib.suppress(*DB_ERRORS):
                                 for channel in channels:
                                     await conn.remove_listener(channel, self._on_notify)
-            except _DB_ERRORS:
+            except DB_ERRORS:
                 log.warning("worker %s: LISTEN connection lost; reconnecting", self.id)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
