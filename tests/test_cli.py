@@ -154,3 +154,20 @@ def test_check_reports_conflict_markers_and_rej_files(default_project: Path) -> 
     assert f"my_app/handlers.py:{lines + 3}: unresolved conflict marker" in done.stderr
     assert "Makefile.rej: leftover from a merge" in done.stderr
     make(default_project, "check")
+
+
+def test_tasks_admin_commands(default_project: Path) -> None:
+    env = project_env(EMBEDDED_PG_DIR=str(default_project / ".anchor" / "admin-test"))
+    cli = [python(default_project), "-m", "my_app"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cli, *args], cwd=default_project, env=env, capture_output=True, text=True, check=False
+        )
+
+    assert run("migrate").returncode == 0
+    listed = run("tasks", "list")
+    assert listed.returncode == 0, listed.stderr
+    missing = run("tasks", "show", "999999")
+    assert missing.returncode == 1
+    assert "999999" in missing.stderr and "Traceback" not in missing.stderr
