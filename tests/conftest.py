@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import asyncpg
 import pytest
@@ -17,6 +18,7 @@ from .projects import make, render, snapshot_template
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "template"
 TEMPLATE_PACKAGE = TEMPLATE / "<<package>>"
+VENV_BIN = REPO / ".venv" / "bin"
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +71,20 @@ def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def tasks(template_package: str) -> ModuleType:
+    """The template's task engine, `anchor.tasks`."""
+    return importlib.import_module(f"{template_package}.anchor.tasks")
+
+
+@pytest.fixture(scope="session")
+def gen_error(template_package: str) -> type[Exception]:
+    """The generators' `GenError`."""
+    module = importlib.import_module(f"{template_package}.anchor.codegen.errors")
+    error: type[Exception] = module.GenError
+    return error
 
 
 @pytest.fixture(scope="session")

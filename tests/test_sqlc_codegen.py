@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from .conftest import VENV_BIN
+
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "alltypes"
-VENV_BIN = REPO / ".venv" / "bin"
 SQLC = shutil.which("sqlc", path=str(VENV_BIN)) or shutil.which("sqlc")
 
 T = TypeVar("T")

@@ -8,21 +8,17 @@ import datetime as dt
 import importlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
 import asyncpg
 import pytest
 
+from .task_helpers import Executor, setup_pool
+
 UTC = dt.UTC
 SECOND = dt.timedelta(seconds=1)
-Executor = Callable[[Any, Any, Mapping[str, Any]], Awaitable[Any]]
-
-
-@pytest.fixture
-def tasks(template_package: str) -> ModuleType:
-    return importlib.import_module(f"{template_package}.anchor.tasks")
 
 
 @pytest.fixture
@@ -33,17 +29,6 @@ def cron(template_package: str) -> ModuleType:
 @pytest.fixture
 def scheduler(template_package: str) -> ModuleType:
     return importlib.import_module(f"{template_package}.anchor.tasks.scheduler")
-
-
-async def setup(url: str, tasks: ModuleType, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size)
-    async with pool.acquire() as conn:
-        await tasks.migrate(conn)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS executions (task_id bigint, note text,"
-            " at timestamptz DEFAULT clock_timestamp())"
-        )
-    return pool
 
 
 async def nothing(ctx: Any, tx: Any, params: Mapping[str, Any]) -> None:
@@ -193,7 +178,7 @@ def test_three_schedulers_enqueue_each_tick_once_and_workers_run_them(
     )
 
     async def run() -> None:
-        pools = [await setup(database_url, tasks) for _ in range(3)]
+        pools = [await setup_pool(database_url, tasks) for _ in range(3)]
         pool = pools[0]
         schedulers = [new_scheduler(scheduler, tasks, p, *defs) for p in pools]
         workers = [
@@ -266,7 +251,7 @@ def test_concurrent_run_due_enqueues_a_missed_tick_once(
     minutely = cron_task(tasks, "Minutely", "* * * * *", queue="cron")
 
     async def run() -> None:
-        pools = [await setup(database_url, tasks, max_size=3) for _ in range(5)]
+        pools = [await setup_pool(database_url, tasks, max_size=3) for _ in range(5)]
         pool = pools[0]
         schedulers = [new_scheduler(scheduler, tasks, p, minutely) for p in pools]
         await schedulers[0].register()
@@ -297,7 +282,7 @@ def test_catch_up_window_skips_a_tick_too_late(
     yearly = cron_task(tasks, "Yearly", "0 0 1 1 *")
 
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         windowed = new_scheduler(scheduler, tasks, pool, yearly, catch_up_window=dt.timedelta(1))
         plain = new_scheduler(scheduler, tasks, pool, yearly)
         await plain.register()
@@ -327,7 +312,7 @@ def test_restart_runs_one_catch_up_then_every_tick(
     every_second = cron_task(tasks, "Every", "* * * * * *")
 
     async def run() -> None:
-        pools = [await setup(database_url, tasks) for _ in range(2)]
+        pools = [await setup_pool(database_url, tasks) for _ in range(2)]
         pool = pools[0]
         async with started(*(new_scheduler(scheduler, tasks, p, every_second) for p in pools)):
             await asyncio.sleep(1.6)
@@ -360,7 +345,7 @@ def test_registration_follows_the_definitions(
     tasks: ModuleType, scheduler: ModuleType, database_url: str
 ) -> None:
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
 
         async def register(*defs: Any, **kwargs: Any) -> Any:
             s = new_scheduler(scheduler, tasks, pool, *defs, **kwargs)
@@ -422,7 +407,7 @@ def test_stop_wakes_the_scheduler_and_start_needs_the_table(
     tasks: ModuleType, scheduler: ModuleType, database_url: str
 ) -> None:
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         s = new_scheduler(
             scheduler, tasks, pool, cron_task(tasks, "Yearly", "0 0 1 1 *"), tick_resolution=30
         )

@@ -20,28 +20,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-Executor = Callable[[Any, Any, Mapping[str, Any]], Awaitable[Any]]
-
-
-@pytest.fixture
-def tasks(template_package: str) -> ModuleType:
-    return importlib.import_module(f"{template_package}.anchor.tasks")
+from .task_helpers import Executor, setup_pool
 
 
 @pytest.fixture
 def leases(template_package: str) -> ModuleType:
     return importlib.import_module(f"{template_package}.anchor.tasks.leases")
-
-
-async def setup(url: str, tasks: ModuleType, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size)
-    async with pool.acquire() as conn:
-        await tasks.migrate(conn)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS executions (task_id bigint, note text,"
-            " at timestamptz DEFAULT clock_timestamp())"
-        )
-    return pool
 
 
 def definition(
@@ -125,7 +109,7 @@ def test_enqueue_run_complete_and_wait(tasks: ModuleType, database_url: str) -> 
         return params["n"] * 2
 
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         store = tasks.TaskStore(pool)
         defs = (definition(tasks, "echo", echo), definition(tasks, "write", write))
         async with running(worker(tasks, pool, *defs)):
@@ -152,7 +136,7 @@ def test_transactional_enqueue(tasks: ModuleType, database_url: str) -> None:
         ran.append(ctx.task_id)
 
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         store = tasks.TaskStore(pool)
         # A long poll interval: only the NOTIFY delivered on commit can wake the worker fast.
         w = worker(tasks, pool, definition(tasks, "record", record), poll_interval=30)
@@ -182,7 +166,7 @@ def test_transactional_enqueue(tasks: ModuleType, database_url: str) -> None:
 
 def test_unique_tag_dedup_and_race(tasks: ModuleType, database_url: str) -> None:
     async def run() -> None:
-        pool = await setup(database_url, tasks, max_size=20)
+        pool = await setup_pool(database_url, tasks, max_size=20)
         store = tasks.TaskStore(pool)
         first = await store.enqueue("t", {"i": 1}, options(tasks, unique_tag="one"))
         again = await store.enqueue("t", {"i": 2}, options(tasks, unique_tag="one"))
@@ -230,7 +214,7 @@ def test_retries_count_attempts_and_keep_every_error(tasks: ModuleType, database
         return "ok"
 
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         store = tasks.TaskStore(pool)
         ms = dt.timedelta(milliseconds=10)
         async with running(worker(tasks, pool, definition(tasks, "flaky", flaky))):
@@ -275,7 +259,7 @@ def test_retry_delay_is_respected(tasks: ModuleType, database_url: str) -> None:
             raise RuntimeError("first")
 
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         store = tasks.TaskStore(pool)
         opts = options(tasks, max_attempts=2, intervals=(dt.timedelta(milliseconds=400),))
         async with running(worker(tasks, pool, definition(tasks, "f", fail_once))):
@@ -293,7 +277,7 @@ def test_timeout_is_a_failed_attempt(tasks: ModuleType, database_url: str) -> No
         await asyncio.sleep(10)
 
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         store = tasks.TaskStore(pool)
         opts = options(tasks, max_attempts=2, timeout=dt.timedelta(milliseconds=100))
         async with running(worker(tasks, pool, definition(tasks, "slow", slow))):
@@ -323,7 +307,7 @@ def test_on_failed_runs_in_the_failing_transaction(tasks: ModuleType, database_u
             raise RuntimeError("hook failed")
 
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         store = tasks.TaskStore(pool)
         w = worker(tasks, pool, definition(tasks, "fail", fail, on_failed))
         async with running(w):
@@ -353,7 +337,7 @@ def test_completion_is_atomic_with_the_executor_writes(
     gate = asyncio.Event
 
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         store = tasks.TaskStore(pool)
         wrote, release = gate(), gate()
 
@@ -394,7 +378,7 @@ def test_expired_lease_is_rescued(tasks: ModuleType, leases: ModuleType, databas
         await insert_execution(conn, task_id, "on_failed")
 
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         store = tasks.TaskStore(pool)
         again = await store.enqueue("record", {}, options(tasks, max_attempts=2))
         spent = await store.enqueue("record", {}, options(tasks, max_attempts=1))
@@ -455,7 +439,7 @@ def test_sigkilled_worker_loses_nothing(
         await insert_execution(tx, ctx.task_id, "done")
 
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         store = tasks.TaskStore(pool)
         requests = [tasks.TaskRequest("job", {}, options(tasks, max_attempts=3))] * 10
         ids = await store.enqueue_many(requests)
@@ -490,7 +474,7 @@ def test_graceful_stop_hands_back_unfinished_tasks(tasks: ModuleType, database_u
         return "finished"
 
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         store = tasks.TaskStore(pool)
         w = worker(tasks, pool, definition(tasks, "sleepy", sleepy))
         await w.start()
@@ -523,7 +507,7 @@ def test_cancel_pending_and_running(tasks: ModuleType, database_url: str) -> Non
             raise
 
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         store = tasks.TaskStore(pool)
         w = worker(tasks, pool, definition(tasks, "hang", hang), poll_interval=30)
         delayed = await store.enqueue("hang", {}, options(tasks, delay=dt.timedelta(hours=1)))
@@ -564,7 +548,7 @@ def test_priority_and_run_at_order(tasks: ModuleType, database_url: str) -> None
         order.append(params["label"])
 
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         store = tasks.TaskStore(pool)
         await store.enqueue("record", {"label": "low"}, options(tasks, priority=-1))
         await store.enqueue("record", {"label": "mid-1"}, options(tasks))
@@ -596,7 +580,7 @@ def test_serial_key_runs_one_at_a_time_in_order(tasks: ModuleType, database_url:
         log.append(("end", params["i"]))
 
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         store = tasks.TaskStore(pool)
         ids = await store.enqueue_many(
             [tasks.TaskRequest("step", {"i": i}, options(tasks, serial_key="k")) for i in range(4)]
@@ -622,7 +606,7 @@ def test_thousand_tasks_three_workers_exactly_once(tasks: ModuleType, database_u
             await insert_execution(tx, ctx.task_id)
 
     async def run() -> None:
-        pools = [await setup(database_url, tasks, max_size=14) for _ in range(3)]
+        pools = [await setup_pool(database_url, tasks, max_size=14) for _ in range(3)]
         store = tasks.TaskStore(pools[0])
         workers = [
             worker(tasks, pool, definition(tasks, "count", count), concurrency=10) for pool in pools
@@ -660,7 +644,7 @@ def test_listener_reconnects_after_its_connection_drops(
         pass
 
     async def run() -> None:
-        pool = await setup(database_url, tasks)
+        pool = await setup_pool(database_url, tasks)
         store = tasks.TaskStore(pool)
         w = worker(tasks, pool, definition(tasks, "noop", noop), poll_interval=30)
         w.heartbeat_interval = 0.1  # also the listener's health-check period

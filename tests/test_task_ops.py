@@ -22,11 +22,6 @@ MS = dt.timedelta(milliseconds=1)
 
 
 @pytest.fixture
-def tasks(template_package: str) -> ModuleType:
-    return importlib.import_module(f"{template_package}.anchor.tasks")
-
-
-@pytest.fixture
 def metrics_mod(template_package: str) -> ModuleType:
     return importlib.import_module(f"{template_package}.anchor.tasks.metrics")
 
