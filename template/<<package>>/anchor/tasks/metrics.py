@@ -12,8 +12,6 @@ run every `queue_stats_interval` seconds by a worker holding these metrics (or b
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -21,7 +19,8 @@ from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from .connections import DB_ERRORS, PoolSource, resolve_pool
+from .connections import PoolSource, resolve_pool
+from .periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -203,24 +202,13 @@ class QueueStatsRefresher:
         self._db = db
         self.metrics = metrics
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self._refresh, interval, name="anchor-task-queue-stats")
 
     async def start(self) -> None:
-        if self._task is not None:
-            raise RuntimeError("refresher already started")
-        self._task = asyncio.create_task(self._loop(), name="anchor-task-queue-stats")
+        await self._periodic.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._periodic.stop()
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.metrics.refresh_queue_stats(self._db, max_age=self.interval / 2)
-            except DB_ERRORS:
-                log.warning("refreshing task queue metrics failed", exc_info=True)
-            await asyncio.sleep(self.interval)
+    async def _refresh(self) -> None:
+        await self.metrics.refresh_queue_stats(self._db, max_age=self.interval / 2)

@@ -11,12 +11,12 @@ replica) from doing the same work twice.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import logging
 
 from .connections import DB_ERRORS, PoolSource, resolve_pool
+from .periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +69,15 @@ class Pruner:
             raise ValueError("interval must be positive")
         self.batch_size = batch_size
         self.statement_timeout = statement_timeout
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self.prune_once, self.interval, name="anchor-task-pruner")
 
     async def start(self) -> None:
         """Start pruning in the background (a first pass at once); returns at once."""
-        if self._task is not None:
-            raise RuntimeError("pruner already started")
-        self._task = asyncio.create_task(self._loop(), name="anchor-task-pruner")
+        await self._periodic.start()
 
     async def stop(self) -> None:
         """Stop, interrupting a pass between (or during) statements; each is atomic."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._periodic.stop()
 
     async def prune_once(self) -> int:
         """Delete the finished tasks older than `retention`; return how many were deleted
@@ -117,11 +111,3 @@ class Pruner:
         if deleted:
             log.info("pruned %d finished task(s) older than %s", deleted, self.retention)
         return deleted
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.prune_once()
-            except DB_ERRORS:
-                log.exception("pruning finished tasks failed")
-            await asyncio.sleep(self.interval)
