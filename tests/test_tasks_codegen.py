@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -826,3 +827,24 @@ def test_invalid_cron_expressions(template_package: str, expression: str) -> Non
     cron = importlib.import_module(f"{template_package}.anchor.codegen.tasks.cron")
     with pytest.raises(ValueError, match="cron expression"):
         cron.check_cron(expression)
+
+
+def test_cron_runs_of_a_task_with_required_parameters(
+    tasks_codegen: ModuleType, tmp_path: Path
+) -> None:
+    """The seed's ProcessData is scheduled but needs `dataId`: generation warns, naming the file,
+    line and parameter; `cronjob.parameters` supplies it to every scheduled run."""
+    with pytest.warns(UserWarning, match=r"api/tasks\.yaml:\d+: task ProcessData: .*dataId"):
+        tasks_codegen.render_tasks(FIXTURES / "seed.yaml")
+
+    spec = tmp_path / "tasks.yaml"
+    spec.write_text(
+        SEED.replace(
+            '      cronExpression: "0 * * * *"\n',
+            '      cronExpression: "0 * * * *"\n      parameters: {dataId: 7}\n',
+        )
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        files = tasks_codegen.render_tasks(spec)
+    assert "cron_params={'dataId': 7}," in files["executor.py"]

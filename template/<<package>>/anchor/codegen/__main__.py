@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..paths import PACKAGE_DIR, PROJECT_ROOT
-from .errors import GenError
+from .errors import GenError, GenWarning
 from .sqlc_runner import SqlcRun
 
 GEN_DIR = PACKAGE_DIR / "gen"
@@ -83,10 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
-        files = generate()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", GenWarning)
+            files = generate()
     except GenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    for warning in caught:
+        if issubclass(warning.category, GenWarning):
+            print(f"warning: {warning.message}", file=sys.stderr)
     shown = GEN_DIR.relative_to(PROJECT_ROOT)
     if args.check:
         to_write, stale = changed_files(files, GEN_DIR)

@@ -26,3 +26,16 @@ class GenError(Exception):
         if self.line is None:
             return f"{self.path}: {self.message}"
         return f"{self.path}:{self.line}: {self.message}"
+
+
+class GenWarning(UserWarning):
+    """Something `make gen` can generate but that will likely not do what the user wants.
+
+    Raised with `warnings.warn(GenWarning(located("...", path, line)))`; `make gen` prints it
+    as ``warning: path:line: message`` and carries on.
+    """
+
+
+def located(message: str, path: str | Path | None, line: int | None = None) -> str:
+    """``path:line: message``, the way GenError prints itself."""
+    return str(GenError(message, path=path, line=line))

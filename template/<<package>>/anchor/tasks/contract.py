@@ -135,3 +135,4 @@ class TaskDefinition:
     execute: Execute
     on_failed: OnFailed | None = None
     cron: str | None = None  # 5 fields, or 6 with seconds first
+    cron_params: Mapping[str, Any] = field(default_factory=dict)  # what each scheduled run gets

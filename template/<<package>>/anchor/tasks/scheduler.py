@@ -276,7 +276,8 @@ class CronScheduler:
                 )
                 return False
             options = dataclasses.replace(definition.options, run_at=tick, delay=None)
-            task_id = await self._store.enqueue(name, {}, options, tx=conn)
+            params = dict(definition.cron_params)
+            task_id = await self._store.enqueue(name, params, options, tx=conn)
             await conn.execute(_RECORD_RUN, name, tick, task_id)
         if tick > due:
             log.warning(

@@ -470,6 +470,8 @@ def _definition(task: Task) -> str:
         args.append(f"on_failed=on_{task.snake}_failed")
     if task.cron is not None:
         args.append(f"cron={literal(task.cron)}")
+    if task.cron_params:
+        args.append(f"cron_params={task.cron_params!r}")
     lines = [f"{INDENT * 2}{task.constant}: TaskDefinition("]
     lines += [f"{INDENT * 3}{arg}," for arg in args]
     lines.append(f"{INDENT * 2}),")

@@ -38,10 +38,11 @@ Every problem is a GenError with the file, the line and the task's name.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from ..errors import GenError
+from ..errors import GenError, GenWarning, located
 from ..openapi.source import Location, Source
 from ..openapi.spec import snake_case
 from .cron import check_cron
@@ -63,7 +64,7 @@ TASK_KEYS = (
 )
 RETRY_KEYS = ("interval", "maxAttempts")
 BACKOFF_KEYS = ("initial", "max", "jitter")
-CRON_KEYS = ("cronExpression",)
+CRON_KEYS = ("cronExpression", "parameters")
 EVENTS = ("onFailed",)
 INT32 = (-(2**31), 2**31 - 1)
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -90,6 +91,7 @@ class Task:
     parameters: dict[str, Any] | None = None
     retry: Retry | None = None
     cron: str | None = None
+    cron_params: dict[str, Any] | None = None  # the parameters every scheduled run gets
     timeout: int | None = None
     delay: int | None = None
     priority: int | None = None
@@ -233,6 +235,7 @@ class _Parser:
             parameters=parameters,
             retry=self.retry(raw, location, name),
             cron=self.cron(raw, location, name),
+            cron_params=self.cron_params(raw, location, name, parameters),
             timeout=self.duration(raw, "timeout", location, name, positive=True),
             delay=self.duration(raw, "delay", location, name),
             priority=self.priority(raw, location, name),
@@ -376,6 +379,38 @@ class _Parser:
             return check_cron(expression)
         except ValueError as exc:
             self.fail(str(exc), (*at, "cronExpression"), task)
+
+    def cron_params(
+        self,
+        raw: dict[str, Any],
+        location: Location,
+        task: str,
+        parameters: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
+        """`cronjob.parameters`: what each scheduled run is enqueued with (default: none)."""
+        cronjob = raw.get("cronjob")
+        if not isinstance(cronjob, dict):
+            return None
+        at = (*location, "cronjob", "parameters")
+        given = cronjob.get("parameters")
+        if given is not None and not isinstance(given, dict):
+            self.fail("`cronjob.parameters` must be a mapping of parameter values", at, task)
+        required = (parameters or {}).get("required") or []
+        missing = [name for name in required if name not in (given or {})]
+        if missing:
+            warnings.warn(
+                GenWarning(
+                    located(
+                        f"task {task}: scheduled runs get no value for required parameter(s) "
+                        f"{', '.join(missing)}, so they will fail validation; "
+                        "give them in `cronjob.parameters`",
+                        self.source.display_path,
+                        self.source.line((*location, "cronjob")),
+                    )
+                ),
+                stacklevel=2,
+            )
+        return dict(given) if given else None
 
     def priority(self, raw: dict[str, Any], location: Location, task: str) -> int | None:
         value = raw.get("priority")
