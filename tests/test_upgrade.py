@@ -13,8 +13,20 @@ FRAMEWORK_FUNCTION = '\n\ndef framework_version() -> str:\n    return "1.1.0"\n'
 FRAMEWORK_MIGRATION = "0003_upgrade_example"
 
 
+MIGRATION = """_migrations:
+  - version: v1.1.0
+    command: ["<< _copier_python >>", "<< _copier_conf.src_path >>/hooks/move_file.py",
+              "<< package >>/tasks.py", "<< package >>/task_executors.py",
+              "--replace", "from .tasks import Executors=>from .task_executors import Executors",
+              "--replace",
+              "from << package >>.tasks import Executors=>from << package >>.task_executors import Executors"]
+    when: "<< _stage == 'after' >>"
+"""
+
+
 def release_next_version(repo: Path) -> None:
-    """v1.1.0 of the template: a runtime change, a framework migration, a Makefile change."""
+    """v1.1.0 of the template: a runtime change, a framework migration, a Makefile change, and
+    the user's executors module renamed (tasks.py -> task_executors.py) by a copier migration."""
     package = repo / "template" / "<<package>>"
     server = package / "anchor" / "server.py"
     server.write_text(server.read_text() + FRAMEWORK_FUNCTION)
@@ -28,6 +40,24 @@ def release_next_version(repo: Path) -> None:
     makefile = repo / "template" / "Makefile.jinja"
     makefile.write_text(
         makefile.read_text() + "\nversion: ## Print the template version\n\t@echo 1.1.0\n"
+    )
+    git("mv", "template/<<package>>/tasks.py", "template/<<package>>/task_executors.py", cwd=repo)
+    app = package / "app.py"
+    app.write_text(app.read_text().replace("from .tasks import", "from .task_executors import"))
+    test_tasks = repo / "template" / "tests" / "test_tasks.py.jinja"
+    test_tasks.write_text(
+        test_tasks.read_text().replace(
+            ".tasks import Executors", ".task_executors import Executors"
+        )
+    )
+    copier_yml = repo / "copier.yml"
+    config = copier_yml.read_text().replace("_migrations: []\n", MIGRATION)
+    copier_yml.write_text(
+        config.replace(
+            '<< package >>/tasks.py<% endif %>"\n',
+            '<< package >>/tasks.py<% endif %>"\n'
+            "  - \"<% if _copier_operation == 'update' %><< package >>/task_executors.py<% endif %>\"\n",
+        )
     )
     git("add", "-A", cwd=repo)
     git("commit", "-q", "-m", "v1.1.0", cwd=repo)
@@ -122,7 +152,10 @@ def assert_updated_cleanly(project: Path, package: str) -> None:
     assert "operationId: ping" in (project / "api" / "v1.yaml").read_text()
     assert "async def ping" in (project / package / "handlers.py").read_text()
     assert "sendDigest" in (project / "api" / "tasks.yaml").read_text()
-    assert "execute_send_digest" in (project / package / "tasks.py").read_text()
+    # The copier migration moved the user's executors, edits included, and fixed the import.
+    assert not (project / package / "tasks.py").exists()
+    assert "execute_send_digest" in (project / package / "task_executors.py").read_text()
+    assert "from .task_executors import Executors" in (project / package / "app.py").read_text()
     assert (project / "sql" / "queries" / "notes.sql").exists()
     assert "_commit: v1.1.0" in (project / ".copier-answers.yml").read_text()
 
