@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from .anchor.db import Database
-from .anchor.server import Lifecycle, create_server
+from .anchor.server import Lifecycle, create_server, include_routes
 from .anchor.settings import load_settings
 from .anchor.tasks import TaskMetrics, TaskStore
 from .anchor.tasks.runtime import TaskRuntime
@@ -73,9 +73,13 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         registry=services.metrics.registry,
     )
     handlers = Handlers(db=services.db, queries=services.queries, tasks=services.tasks)
-    app.include_router(build_router(handlers))
+    include_routes(app, build_router(handlers))
     return app
 
 
 def create_worker(settings: AppSettings | None = None) -> TaskRuntime:
-    return build_task_runtime(build_services(settings or load_settings(AppSettings)))
+    settings = settings or load_settings(AppSettings)
+    # A worker process always runs the worker (and sizes its pool for it), whatever
+    # WORKER_ENABLED says for the API processes sharing its configuration.
+    settings = settings.model_copy(update={"worker_enabled": True})
+    return build_task_runtime(build_services(settings))

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from . import pgembed
+from .logs import configure_logging, logging_config
 from .migrations import APP_TABLE, Migration, MigrationError, Migrator
 from .paths import MIGRATIONS_DIR, PACKAGE_DIR
 from .server import MIGRATION_SETS
@@ -56,9 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             sys.exit(gen_main([]))
         settings = _settings(package)
-        logging.basicConfig(
-            level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(settings.log_level, settings.log_format)  # LOG_LEVEL, LOG_FORMAT
         if args.command in ("serve", "dev"):
             _serve(package, settings, args, reload=args.command == "dev")
         elif args.command == "tasks":
@@ -107,6 +106,7 @@ def _serve(package: str, settings: Settings, args: argparse.Namespace, *, reload
         reload_dirs=[str(PACKAGE_DIR)] if reload else None,
         workers=None if reload else args.workers,
         log_level=settings.log_level,
+        log_config=logging_config(settings.log_level, settings.log_format),  # for its processes
         access_log=reload,
     )
 

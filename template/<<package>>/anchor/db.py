@@ -106,6 +106,14 @@ class Database:
             pool, self._pool = self._pool, None
             await pool.close()
 
+    def pool_stats(self) -> tuple[int, int, int] | None:
+        """(open connections, idle ones, maximum) of the pool; None when not connected.
+        Cheap (no query): the /metrics pool gauges read it on every scrape."""
+        pool = self._pool
+        if pool is None:
+            return None
+        return pool.get_size(), pool.get_idle_size(), pool.get_max_size()
+
     @property
     def pool(self) -> asyncpg.Pool[asyncpg.Record]:
         if self._pool is None:

@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LogFormat = Literal["text", "json"]
 
 
 class Settings(BaseSettings):
@@ -25,6 +26,16 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
     log_level: LogLevel = Field(default="info", description="Log level of the app and the server.")
+    log_format: LogFormat = Field(
+        default="text",
+        description="`text` (one readable line per record) or `json` (one JSON object per line, "
+        "for log collectors: set it in containers).",
+    )
+    request_observability: bool = Field(
+        default=False,
+        description="Request ids (in every log line of a request and the X-Request-ID header) "
+        "and per-route request metrics at /metrics. About 10% of peak requests per second.",
+    )
     db_pool_min_size: int = Field(default=2, ge=0, description="Connections kept open per process.")
     db_pool_max_size: int = Field(
         default=10, ge=1, description="Upper bound of connections per process."

@@ -12,6 +12,7 @@ import signal
 
 from prometheus_client import start_http_server
 
+from .observability import register_pool_metrics
 from .server import embedded_url, migrate_all
 from .tasks.runtime import TaskRuntime
 
@@ -23,6 +24,7 @@ async def run_worker(runtime: TaskRuntime) -> None:
         await migrate_all(url)
     await db.connect(url)
     if settings.worker_metrics_port and runtime.metrics is not None:
+        register_pool_metrics(runtime.metrics.registry, db)
         start_http_server(settings.worker_metrics_port, registry=runtime.metrics.registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .. import logs
 from . import leases
 from .completer import Completer
 from .connections import DB_ERRORS, LazyTransaction, Pool, PoolSource, resolve_pool
@@ -243,6 +244,8 @@ class Worker:
     # Running one attempt
 
     async def _execute(self, run: _Run) -> None:
+        # logging: this attempt's own asyncio task, so the fields end with it
+        logs.set_context(task_id=run.task_id, task=run.name, attempt=run.attempt)
         definition = self.definitions[run.name]
         tx = LazyTransaction(self._pool())
         scope = asyncio.timeout(run.timeout)
