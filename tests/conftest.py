@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,13 @@ REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "template"
 TEMPLATE_PACKAGE = TEMPLATE / "<<package>>"
 VENV_BIN = REPO / ".venv" / "bin"
+
+
+def run_tool(tool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a tool of the template repo's environment (mypy, ruff) and capture its output."""
+    return subprocess.run(
+        [str(VENV_BIN / tool), *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
 
 
 @pytest.fixture(scope="session")

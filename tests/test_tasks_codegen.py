@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import hashlib
 import importlib
-import subprocess
 import sys
 import textwrap
 import uuid
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import VENV_BIN
+from .conftest import run_tool as run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tasks"
 TEMPLATE_ANCHOR = Path(__file__).resolve().parent.parent / "template" / "<<package>>" / "anchor"
@@ -368,12 +367,6 @@ def test_on_failed_is_wired(full: ModuleType) -> None:
 
 
 # -- mypy and ruff ------------------------------------------------------------------------------
-
-
-def run(tool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(VENV_BIN / tool), *args], cwd=cwd, capture_output=True, text=True, check=False
-    )
 
 
 GOOD_IMPL = """\
