@@ -384,7 +384,13 @@ def test_expired_lease_is_rescued(tasks: ModuleType, leases: ModuleType, databas
         spent = await store.enqueue("record", {}, options(tasks, max_attempts=1))
         # A worker that claims and then dies: its leases expire unheartbeated.
         claimed = await pool.fetch(
-            leases.CLAIM, ["default"], ["record"], 10, "dead-worker", dt.timedelta(milliseconds=200)
+            leases.CLAIM,
+            ["default"],
+            ["record"],
+            10,
+            "dead-worker",
+            dt.timedelta(milliseconds=200),
+            [],
         )
         assert len(claimed) == 2
         w = worker(tasks, pool, definition(tasks, "record", record, on_failed))
@@ -661,6 +667,44 @@ def test_listener_reconnects_after_its_connection_drops(
             started = time.monotonic()
             await store.wait(task_id, timeout=5)
             assert time.monotonic() - started < 1.5
+        await pool.close()
+
+    asyncio.run(run())
+
+
+def test_labelled_tasks_run_only_on_workers_with_every_label(
+    tasks: ModuleType, database_url: str
+) -> None:
+    ran_on: dict[str, str] = {}
+
+    def recorder(worker_name: str) -> Executor:
+        async def record(ctx: Any, tx: Any, params: Mapping[str, Any]) -> None:
+            ran_on[params["name"]] = worker_name
+
+        return record
+
+    async def run() -> None:
+        pool = await setup_pool(database_url, tasks)
+        store = tasks.TaskStore(pool)
+        ids = [
+            await store.enqueue("record", {"name": "plain"}, options(tasks)),
+            await store.enqueue("record", {"name": "gpu"}, options(tasks, labels=("gpu",))),
+            await store.enqueue("record", {"name": "gpu-eu"}, options(tasks, labels=("gpu", "eu"))),
+        ]
+        gpu = worker(tasks, pool, definition(tasks, "record", recorder("gpu")), labels=["gpu"])
+        async with running(gpu):
+            await store.wait(ids[1], timeout=5)
+            await asyncio.sleep(0.3)
+        assert ran_on.get("gpu") == "gpu"
+        assert "gpu-eu" not in ran_on  # needs "eu" too
+        both = worker(
+            tasks, pool, definition(tasks, "record", recorder("both")), labels=["eu", "gpu"]
+        )
+        async with running(both):
+            await store.wait(ids[2], timeout=5)
+            await store.wait(ids[0], timeout=5)
+        assert ran_on["gpu-eu"] == "both"
+        assert "plain" in ran_on  # unlabelled tasks run anywhere
         await pool.close()
 
     asyncio.run(run())

@@ -166,7 +166,7 @@ def test_rescued_leases_count_as_retried_or_failed(
         store = tasks.TaskStore(pool)
         await store.enqueue("job", {}, options(tasks, 2))
         await store.enqueue("job", {}, options(tasks, 1))
-        await pool.fetch(leases.CLAIM, ["default"], ["job"], 10, "dead", dt.timedelta())
+        await pool.fetch(leases.CLAIM, ["default"], ["job"], 10, "dead", dt.timedelta(), [])
         w = make_worker(tasks, pool, {"job": lambda *a: asyncio.sleep(0)}, metrics=metrics)
         assert await w.rescue() == 2
         await pool.close()

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(default=10, ge=1, description="Tasks run at once per worker.")
     worker_queues: str = Field(default="default", description="Comma-separated queues to work.")
+    worker_labels: str = Field(
+        default="",
+        description="Comma-separated labels of this worker: a task with labels runs only on "
+        "workers that have all of them.",
+    )
     worker_lease: float = Field(
         default=30.0,
         gt=0,
@@ -77,12 +82,20 @@ class Settings(BaseSettings):
 
     @property
     def queues(self) -> list[str]:
-        return [queue.strip() for queue in self.worker_queues.split(",") if queue.strip()]
+        return _split(self.worker_queues)
+
+    @property
+    def labels(self) -> list[str]:
+        return _split(self.worker_labels)
 
     def pool_size(self) -> int:
         """Connections per process: the app's, plus what an in-process worker needs."""
         worker = self.worker_concurrency + 3 if self.worker_enabled else 0
         return self.db_pool_max_size + worker
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class SettingsError(Exception):

@@ -13,6 +13,7 @@ from __future__ import annotations
 CLAIM = """
 -- One index-ordered scan per queue (anchor_tasks_claim: queue, priority DESC, run_at, id):
 -- `queue = ANY(...)` in a single scan would read and sort every pending row instead.
+-- A task with labels runs only on a worker that has every one of them ($6).
 WITH picked AS (
     SELECT c.id
     FROM unnest($1::text[]) AS q(queue)
@@ -20,7 +21,7 @@ WITH picked AS (
         SELECT t.id, t.priority, t.run_at
         FROM anchor_tasks t
         WHERE t.state = 'pending' AND t.queue = q.queue AND t.name = ANY($2::text[])
-          AND t.run_at <= now()
+          AND t.run_at <= now() AND t.labels <@ $6::text[]
           AND (t.serial_key IS NULL OR NOT EXISTS (
               SELECT 1 FROM anchor_tasks s
               WHERE s.serial_key = t.serial_key AND s.state IN ('pending', 'running')

@@ -44,6 +44,7 @@ class TaskRuntime:
             db,
             definitions,
             queues=settings.queues,
+            labels=settings.labels,
             concurrency=settings.worker_concurrency,
             lease=dt.timedelta(seconds=settings.worker_lease),
             metrics=metrics,

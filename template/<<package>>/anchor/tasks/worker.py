@@ -69,6 +69,8 @@ class _Run:
 class Worker:
     """Runs tasks of `definitions` from `queues` with up to `concurrency` executors at once.
 
+    A task with labels runs only on a worker whose `labels` include all of them (e.g. `gpu`).
+
     The pool should have room for `concurrency` executor transactions plus about three
     connections of the worker's own (LISTEN, claim/heartbeat, completion flushes).
     """
@@ -79,6 +81,7 @@ class Worker:
         definitions: Mapping[str, TaskDefinition],
         *,
         queues: Sequence[str] = ("default",),
+        labels: Sequence[str] = (),
         concurrency: int = 10,
         batch_size: int | None = None,
         lease: dt.timedelta = dt.timedelta(seconds=30),
@@ -97,6 +100,7 @@ class Worker:
         self._db = db
         self.definitions = dict(definitions)
         self.queues = list(queues)
+        self.labels = sorted(set(labels))  # a labelled task runs only where all its labels are
         self.concurrency = concurrency
         self.batch_size = max(1, min(batch_size or concurrency, concurrency))
         self.lease = lease
@@ -212,6 +216,7 @@ class Worker:
             limit,
             self.id,
             self.lease,
+            self.labels,
         )
         runs = [
             _Run(
