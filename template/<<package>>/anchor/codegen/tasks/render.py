@@ -218,6 +218,17 @@ def render_options(tasks: list[Task], header: str, display_path: str) -> str:
     return "\n".join(sections) + "\n"
 
 
+def _module(
+    header: str, doc: str, imports: list[str], parts: list[str], *, preamble: str | None = None
+) -> str:
+    """A generated module: header, docstring, imports, an optional module-level block (one
+    blank line after the imports), then `parts` two blank lines apart."""
+    lines = [header, doc, "", "from __future__ import annotations", "", "\n".join(imports)]
+    if preamble is not None:
+        lines += ["", preamble]
+    return "\n".join([*lines, "", "", "\n\n\n".join(parts), ""])
+
+
 # -- runner.py ----------------------------------------------------------------------------------
 
 
@@ -302,21 +313,7 @@ def render_runner(tasks: list[Task], header: str, display_path: str) -> str:
     module_doc = docstring(
         f"Enqueue the tasks of {display_path} with typed parameters: `TaskRunner`.", ""
     )
-    parts = ["\n".join(class_lines)]
-    return "\n".join(
-        [
-            header,
-            module_doc,
-            "",
-            "from __future__ import annotations",
-            "",
-            "\n".join(imports),
-            "",
-            "",
-            "\n\n\n".join(parts),
-            "",
-        ]
-    )
+    return _module(header, module_doc, imports, ["\n".join(class_lines)])
 
 
 # -- executor.py --------------------------------------------------------------------------------
@@ -525,22 +522,7 @@ def render_executor(tasks: list[Task], header: str, display_path: str) -> str:
         "",
     )
     parts = [interface(tasks, display_path), _REQUIRE_ALL_METHODS, definitions(tasks)]
-    return "\n".join(
-        [
-            header,
-            module_doc,
-            "",
-            "from __future__ import annotations",
-            "",
-            "\n".join(imports),
-            "",
-            task_methods_table(tasks),
-            "",
-            "",
-            "\n\n\n".join(parts),
-            "",
-        ]
-    )
+    return _module(header, module_doc, imports, parts, preamble=task_methods_table(tasks))
 
 
 # -- __init__.py --------------------------------------------------------------------------------
