@@ -6,12 +6,10 @@ import importlib
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-import asyncpg
 import pytest
 
 from .projects import make, render, snapshot_template
@@ -109,32 +107,12 @@ def postgres_server_handle(embedded_server: EmbeddedServer | None) -> EmbeddedSe
 
 
 @pytest.fixture
-def database_url(postgres_server: str) -> Iterator[str]:
-    """A fresh, empty database on the test server, dropped afterwards."""
-    import asyncio
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(postgres_server)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield _with_database(postgres_server, name)
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _with_database(url: str, name: str) -> str:
-    """Replace the database name in a postgresql:// URL (which may carry ?host=/socket/dir)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
+def database_url(postgres_server: str, template_package: str) -> Iterator[str]:
+    """A fresh, empty database on the test server, dropped afterwards (the vendored runtime's
+    own helper, so it is exercised here too)."""
+    testing = importlib.import_module(f"{template_package}.anchor.testing")
+    with testing.temporary_database(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,15 @@ def fresh_database(*, embedded_dir: Path = Path(".anchor/pgdata")) -> Iterator[s
     The server is TEST_DATABASE_URL's if set (a URL to any database on it, with rights to
     create databases), else the embedded one in `embedded_dir`.
     """
-    name = f"test_{uuid.uuid4().hex[:12]}"
     server_url = os.environ.get("TEST_DATABASE_URL") or pgembed.start(embedded_dir, "postgres")
+    with temporary_database(server_url) as url:
+        yield url
+
+
+@contextmanager
+def temporary_database(server_url: str) -> Iterator[str]:
+    """An empty database `test_<random>` on the server of `server_url`, dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
     try:
         yield pgembed.with_database(server_url, name)
