@@ -330,6 +330,47 @@ def test_on_failed_runs_in_the_failing_transaction(tasks: ModuleType, database_u
     asyncio.run(run())
 
 
+def test_on_task_failed_hooks_see_every_task_that_fails_for_good(
+    tasks: ModuleType, database_url: str
+) -> None:
+    """Plugins' `on_task_failed` hooks run after the task's own on_failed, in the same
+    transaction; retried attempts do not call them, and a raising hook breaks nothing."""
+
+    async def fail(ctx: Any, tx: Any, params: Mapping[str, Any]) -> None:
+        raise RuntimeError(f"boom {params['n']}")
+
+    async def audit(conn: Any, failed: Any) -> None:
+        state = await conn.fetchval("SELECT state FROM anchor_tasks WHERE id = $1", failed.id)
+        await insert_execution(conn, failed.id, f"{failed.name}/{state}/{failed.error}")
+
+    async def broken(conn: Any, failed: Any) -> None:
+        raise RuntimeError("audit down")
+
+    async def run() -> None:
+        pool = await setup_pool(database_url, tasks)
+        store = tasks.TaskStore(pool)
+        retried = tasks.TaskDefinition(
+            "retried", options(tasks, max_attempts=2, intervals=(dt.timedelta(0),)), fail
+        )
+        w = worker(
+            tasks, pool, definition(tasks, "fail", fail), retried, on_task_failed=[broken, audit]
+        )
+        async with running(w):
+            once = await store.enqueue("fail", {"n": 1}, options(tasks))
+            twice = await store.enqueue("retried", {"n": 2}, retried.options)
+            for task_id in (once, twice):
+                with pytest.raises(tasks.TaskFailed):
+                    await store.wait(task_id, timeout=5)
+        notes = dict(await pool.fetch("SELECT task_id, note FROM executions"))
+        assert notes == {
+            once: "fail/failed/RuntimeError: boom 1",
+            twice: "retried/failed/RuntimeError: boom 2",
+        }
+        await pool.close()
+
+    asyncio.run(run())
+
+
 def test_completion_is_atomic_with_the_executor_writes(
     tasks: ModuleType, database_url: str
 ) -> None:

@@ -7,9 +7,11 @@ transactional enqueue and completion.
 
 from .contract import (
     Enqueuer,
+    FailedTask,
     RetryPolicy,
     TaskContext,
     TaskDefinition,
+    TaskFailedHook,
     TaskOptions,
     TaskOverrides,
     Transaction,
@@ -31,6 +33,7 @@ __all__ = [
     "CronExpression",
     "CronScheduler",
     "Enqueuer",
+    "FailedTask",
     "Pruner",
     "RetryPolicy",
     "RunContext",
@@ -40,6 +43,7 @@ __all__ = [
     "TaskDefinition",
     "TaskError",
     "TaskFailed",
+    "TaskFailedHook",
     "TaskInfo",
     "TaskMetrics",
     "TaskOptions",

@@ -127,6 +127,20 @@ OnFailed = Callable[["Connection", int, Mapping[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
+class FailedTask:
+    """A task that failed for good (no attempts left), as `on_task_failed` hooks see it."""
+
+    id: int
+    name: str
+    params: Mapping[str, Any]
+    error: str
+
+
+# Runs in the transaction that records the failure, like a task's own `onFailed`.
+TaskFailedHook = Callable[["Connection", FailedTask], Awaitable[None]]
+
+
+@dataclass(frozen=True)
 class TaskDefinition:
     """One task type as the worker runs it: built by generated code from tasks.yaml."""
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ..db import Database
 from ..settings import Settings
-from .contract import TaskDefinition
+from .contract import TaskDefinition, TaskFailedHook
 from .metrics import TaskMetrics
 from .pruner import Pruner
 from .scheduler import CronScheduler
@@ -36,6 +36,7 @@ class TaskRuntime:
         settings: Settings,
         *,
         metrics: TaskMetrics | None = None,
+        on_task_failed: Sequence[TaskFailedHook] = (),
     ) -> None:
         self.db = db
         self.settings = settings
@@ -48,6 +49,7 @@ class TaskRuntime:
             concurrency=settings.worker_concurrency,
             lease=dt.timedelta(seconds=settings.worker_lease),
             metrics=metrics,
+            on_task_failed=on_task_failed,
         )
         self.scheduler = CronScheduler(db, definitions, TaskStore(db, metrics=metrics))
         self.pruner = Pruner(db, retention=dt.timedelta(days=settings.task_retention_days))

@@ -27,7 +27,7 @@ from .. import logs
 from . import leases
 from .completer import Completer
 from .connections import DB_ERRORS, LazyTransaction, Pool, PoolSource, resolve_pool
-from .contract import RetryPolicy, TaskDefinition
+from .contract import FailedTask, RetryPolicy, TaskDefinition, TaskFailedHook
 from .durations import format_duration, retry_delay
 from .models import policy_from_json
 from .store import CANCEL_CHANNEL, queue_channel
@@ -92,6 +92,7 @@ class Worker:
         listen: bool = True,
         worker_id: str | None = None,
         metrics: TaskMetrics | None = None,
+        on_task_failed: Sequence[TaskFailedHook] = (),
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -118,6 +119,7 @@ class Worker:
         self._claim_task: asyncio.Task[None] | None = None
         self._side_tasks: list[asyncio.Task[None]] = []
         self._metrics = metrics  # metrics: None records nothing
+        self.on_task_failed = list(on_task_failed)  # for every task, after its own on_failed
         self._completer = Completer(
             self._pool, self.id, interval=completion_interval, batch_size=max(self.batch_size, 50)
         )
@@ -322,7 +324,6 @@ class Worker:
         retry = run.max_attempts == -1 or run.attempt < run.max_attempts
         delay = retry_delay(run.policy, run.attempt) if retry else dt.timedelta()
         state = "pending" if retry else "failed"
-        on_failed = self.definitions[run.name].on_failed
         async with self._pool().acquire() as conn, conn.transaction():
             status = await conn.execute(
                 leases.FAIL, run.task_id, self.id, run.attempt, state, delay, message
@@ -333,29 +334,35 @@ class Worker:
             await conn.execute(
                 leases.RECORD_ATTEMPT, run.task_id, run.attempt, kind, message, self.id
             )
-            if state == "failed" and on_failed is not None:
-                await self._run_hook(conn, run.task_id, run.params, on_failed)
+            if state == "failed":
+                await self._failed_for_good(conn, run.task_id, run.name, run.params, message)
         if self._metrics is not None:  # metrics: the failure is committed
             if retry:
                 self._metrics.record_retried(run.name)
             else:
                 self._metrics.record_failed(run.name)
 
-    async def _run_hook(
-        self,
-        conn: Any,
-        task_id: int,
-        params: Mapping[str, Any],
-        hook: Callable[[Any, int, Mapping[str, Any]], Awaitable[None]],
+    async def _failed_for_good(
+        self, conn: Any, task_id: int, name: str, params: Mapping[str, Any], error: str
     ) -> None:
-        """`on_failed` in a savepoint: a failing hook is logged and noted on the task, and
+        """Run the task's `on_failed`, then every `on_task_failed` hook, in the failing tx."""
+        definition = self.definitions.get(name)
+        if definition is not None and definition.on_failed is not None:
+            on_failed = functools.partial(definition.on_failed, conn, task_id, params)
+            await self._run_hook(conn, task_id, on_failed)
+        failed = FailedTask(id=task_id, name=name, params=params, error=error)
+        for hook in self.on_task_failed:
+            await self._run_hook(conn, task_id, functools.partial(hook, conn, failed))
+
+    async def _run_hook(self, conn: Any, task_id: int, hook: Callable[[], Awaitable[None]]) -> None:
+        """A failure hook in a savepoint: a failing hook is logged and noted on the task, and
         does not undo the failure it reacts to (Anclax retried forever in that case).
         """
         try:
             async with conn.transaction():
-                await hook(conn, task_id, params)
+                await hook()
         except Exception as exc:
-            log.exception("task %s: on_failed hook raised", task_id)
+            log.exception("task %s: a failure hook raised", task_id)
             await conn.execute(
                 leases.APPEND_ERROR, task_id, f"; on_failed raised {type(exc).__name__}: {exc}"
             )
@@ -403,10 +410,11 @@ class Worker:
         async with self._pool().acquire() as conn, conn.transaction():
             rows = await conn.fetch(leases.RESCUE, limit)
             for row in rows:
-                definition = self.definitions.get(row["name"])
-                if row["state"] == "failed" and definition and definition.on_failed:
+                if row["state"] == "failed":
                     params = json.loads(row["params"])
-                    await self._run_hook(conn, row["id"], params, definition.on_failed)
+                    await self._failed_for_good(
+                        conn, row["id"], row["name"], params, "lease expired"
+                    )
             for queue in {row["queue"] for row in rows if row["state"] == "pending"}:
                 await conn.execute("SELECT pg_notify($1, '')", queue_channel(queue))
         if rows:
