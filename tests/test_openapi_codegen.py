@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import importlib
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from .conftest import TEMPLATE_PACKAGE
 from .conftest import run_tool as run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "openapi"
@@ -26,13 +28,49 @@ def openapi(template_package: str) -> ModuleType:
 
 
 def write_package(root: Path, files: dict[str, str]) -> str:
-    """Write the rendered files as `<unique>/api/` under `root`; return the package name."""
-    name = f"gen_{uuid.uuid4().hex[:10]}"
-    (root / name / "api").mkdir(parents=True)
-    (root / name / "__init__.py").write_text("")
+    """Write the rendered files under `root` as a project has them, `<unique>/gen/api/`, next to
+    `<unique>/anchor`: a link to the template's runtime, which servers of secured APIs import.
+    Return the name of the `gen` package, `<unique>.gen`."""
+    unique = root / f"gen_{uuid.uuid4().hex[:10]}"
+    (unique / "gen" / "api").mkdir(parents=True)
+    (unique / "__init__.py").write_text("")
+    (unique / "gen" / "__init__.py").write_text("")
+    (unique / "anchor").symlink_to(TEMPLATE_PACKAGE / "anchor", target_is_directory=True)
     for file_name, source in files.items():
-        (root / name / "api" / file_name).write_text(source)
-    return name
+        (unique / "gen" / "api" / file_name).write_text(source)
+    return f"{unique.name}.gen"
+
+
+def package_dir(root: Path, name: str) -> Path:
+    """The directory of the package `name` that write_package wrote under `root`."""
+    return root.joinpath(*name.split("."))
+
+
+def mypy_strict(root: Path, *names: str) -> subprocess.CompletedProcess[str]:
+    """mypy --strict on the packages `names` under `root`: errors in what they import (the
+    vendored runtime, checked with the template) are not reported."""
+    packages = [arg for name in names for arg in ("-p", name)]
+    return run(
+        "mypy",
+        "--strict",
+        "--follow-imports=silent",
+        "--cache-dir",
+        str(root / ".mypy"),
+        *packages,
+        cwd=root,
+    )
+
+
+def assert_ruff_passes(root: Path, *names: str) -> None:
+    """ruff check (strict-ish and default rules) and ruff format --check on the packages."""
+    paths = [str(package_dir(root, name)) for name in names]
+    for rules in (["--select", "E,F,W,I,UP,B,RUF", "--line-length", "100"], []):
+        result = run("ruff", "check", "--isolated", "--no-cache", *rules, *paths, cwd=root)
+        assert result.returncode == 0, result.stdout + result.stderr
+    result = run(
+        "ruff", "format", "--isolated", "--check", "--line-length", "100", *paths, cwd=root
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def import_api(root: Path, files: dict[str, str]) -> ModuleType:
@@ -432,37 +470,20 @@ handlers = Missing()
 
 def test_generated_package_passes_mypy_strict_and_ruff(openapi: ModuleType, tmp_path: Path) -> None:
     name = write_package(tmp_path, openapi.render_api(FIXTURES / "jobs.yaml"))
-    (tmp_path / name / "impl.py").write_text(GOOD_IMPL)
+    (package_dir(tmp_path, name) / "impl.py").write_text(GOOD_IMPL)
     counter = write_package(tmp_path, openapi.render_api(FIXTURES / "counter.yaml"))
     edge = write_package(tmp_path, openapi.render_api(FIXTURES / "edge.yaml"))
 
-    result = run(
-        "mypy",
-        "--strict",
-        "--cache-dir",
-        str(tmp_path / ".mypy"),
-        name,
-        counter,
-        edge,
-        cwd=tmp_path,
-    )
+    result = mypy_strict(tmp_path, name, counter, edge)
     assert result.returncode == 0, result.stdout + result.stderr
-
-    packages = [name, counter, edge]
-    for rules in (["--select", "E,F,W,I,UP,B", "--line-length", "100"], []):  # strict-ish, default
-        result = run("ruff", "check", "--isolated", "--no-cache", *rules, *packages, cwd=tmp_path)
-        assert result.returncode == 0, result.stdout + result.stderr
-    result = run(
-        "ruff", "format", "--isolated", "--check", "--line-length", "100", *packages, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_ruff_passes(tmp_path, name, counter, edge)
 
 
 def test_mypy_reports_missing_and_mistyped_operations(openapi: ModuleType, tmp_path: Path) -> None:
     name = write_package(tmp_path, openapi.render_api(FIXTURES / "counter.yaml"))
-    (tmp_path / name / "impl.py").write_text(BAD_IMPL)
+    (package_dir(tmp_path, name) / "impl.py").write_text(BAD_IMPL)
 
-    result = run("mypy", "--strict", "--cache-dir", str(tmp_path / ".mypy"), name, cwd=tmp_path)
+    result = mypy_strict(tmp_path, name)
     assert result.returncode == 1, result.stdout
     assert (
         'Cannot instantiate abstract class "Missing" with abstract attribute "increment_counter"'

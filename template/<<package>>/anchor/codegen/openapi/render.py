@@ -3,17 +3,20 @@
 The output is meant to read like hand-written FastAPI: an abstract ``ApiHandlers`` class with one
 typed ``async def`` per operation, and ``build_router`` with one decorated route function per
 operation that awaits the handler, nothing else on the request path.
+
+An authenticated operation's route also takes the principal from its ``auth.require(operationId)``
+dependency, awaits the ``CheckRules`` methods its scopes call and passes the principal on.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .models import Models
-from .spec import Api, Operation, Parameter, PyType
+from .spec import Api, Check, CheckRule, Operation, Parameter, PyType, RuleParameter
 
 LINE_LENGTH = 100
 INDENT = "    "
@@ -74,6 +77,8 @@ class _Imports:
     typing: set[str]
     fastapi: set[str]
     models: bool = False
+    # Names from the vendored runtime's anchor/auth/principal.py.
+    principal: set[str] = field(default_factory=set)
 
     def use_type(self, type_: PyType) -> None:
         self.stdlib |= type_.modules()
@@ -88,8 +93,14 @@ class _Imports:
             "\n".join(stdlib),
             f"from fastapi import {', '.join(sorted(self.fastapi, key=_isort_key))}",
         ]
+        local = []
+        if self.principal:
+            names = ", ".join(sorted(self.principal, key=_isort_key))
+            local.append(f"from ...anchor.auth.principal import {names}")
         if self.models:
-            sections.append("from . import models")
+            local.append("from . import models")
+        if local:
+            sections.append("\n".join(local))
         return "\n\n".join(sections)
 
 
@@ -184,6 +195,14 @@ class ServerRenderer:
                 )
         return params
 
+    def principal_param(self, operation: Operation) -> str:
+        """The principal parameter of a route; `auth.require` runs once, when the route is built."""
+        self.imports.fastapi.add("Depends")
+        self.imports.typing.add("Annotated")
+        self.imports.principal.add("Principal")
+        dependency = f"auth.require({literal(operation.operation_id)})"
+        return f"principal: Annotated[Principal, Depends({dependency})]"
+
     def return_type(self, operation: Operation) -> str:
         return "None" if operation.success.type is None else self.type(operation.success.type)
 
@@ -191,7 +210,12 @@ class ServerRenderer:
 
     def interface_method(self, operation: Operation) -> str:
         params = self.interface_params(operation)
-        signature = ["self", "*", *params] if params else ["self"]
+        signature = ["self"]
+        if operation.security is not None:
+            self.imports.principal.add("Principal")
+            signature.append("principal: Principal")
+        if params:
+            signature += ["*", *params]
         doc = (
             operation.summary
             or (operation.description or "").strip().split("\n")[0]
@@ -226,8 +250,10 @@ class ServerRenderer:
             "class ApiHandlers(abc.ABC):",
             docstring(doc, INDENT),
             "",
-            f"{INDENT}def __init_subclass__("
-            "cls, *, abstract: bool = False, **kwargs: Any) -> None:",
+            (
+                f"{INDENT}def __init_subclass__("
+                "cls, *, abstract: bool = False, **kwargs: Any) -> None:"
+            ),
             f"{INDENT * 2}super().__init_subclass__(**kwargs)",
             f"{INDENT * 2}if not abstract:",
             f"{INDENT * 3}_require_all_operations(cls)",
@@ -235,6 +261,66 @@ class ServerRenderer:
         if methods:
             lines += ["", methods]
         return "\n".join(lines)
+
+    def rule_method(self, rule: CheckRule) -> str:
+        params = ["self", "principal: Principal"]
+        params += [f"{p.py_name}: {self.rule_type(p)}" for p in rule.parameters]
+        doc = (rule.description or "").strip() or f"The check rule {rule.name}."
+        if not doc.endswith((".", "!", "?")):
+            doc += "."
+        return "\n".join(
+            [
+                f"{INDENT}@abc.abstractmethod",
+                call(f"async def {rule.method_name}", params, " -> bool:", INDENT),
+                docstring(doc, INDENT * 2),
+            ]
+        )
+
+    def rule_type(self, parameter: RuleParameter) -> str:
+        type_ = self.type(parameter.type)
+        return f"{type_} | None" if parameter.nullable else type_
+
+    def check_rules_interface(self) -> str:
+        self.imports.principal.add("Principal")
+        title = f"{self.api.title} {self.api.version}".strip()
+        methods = "\n\n".join(self.rule_method(rule) for rule in self.api.check_rules)
+        doc = (
+            f"The check rules of {title}: subclass this and implement every rule.\n"
+            "\n"
+            "The bearer scopes of an operation call its rules in order, once the principal is\n"
+            "known and the parameters are valid: a rule returning False denies the request with\n"
+            "403 (`Forbidden`). A rule may raise an HTTPException of its own instead, such as a\n"
+            "404 that does not reveal whether something exists.\n"
+            "\n"
+            "A subclass that misses a rule fails when the class is created, naming it;\n"
+            "``class Base(CheckRules, abstract=True)`` defers that check to Base's subclasses."
+        )
+        return "\n".join(
+            [
+                "class CheckRules(abc.ABC):",
+                docstring(doc, INDENT),
+                "",
+                (
+                    f"{INDENT}def __init_subclass__("
+                    "cls, *, abstract: bool = False, **kwargs: Any) -> None:"
+                ),
+                f"{INDENT * 2}super().__init_subclass__(**kwargs)",
+                f"{INDENT * 2}if not abstract:",
+                f"{INDENT * 3}_require_all_rules(cls)",
+                "",
+                methods,
+            ]
+        )
+
+    def check_rules_table(self) -> str:
+        rows = "".join(
+            f"{INDENT}{literal(rule.name)}: {literal(rule.method_name)},\n"
+            for rule in self.api.check_rules
+        )
+        return (
+            "# x-check-rules name -> CheckRules method, in the order of the spec.\n"
+            f"CHECK_RULES: Final[dict[str, str]] = {{\n{rows}}}"
+        )
 
     def operations_table(self) -> str:
         rows = "".join(
@@ -285,46 +371,120 @@ class ServerRenderer:
         )
 
         params = self.route_params(operation)
-        signature = ["*", *params] if params else []
+        signature = [] if operation.security is None else [self.principal_param(operation)]
+        if params:
+            signature += ["*", *params]
         returns = self.return_type(operation)
         definition = call(
             f"async def {operation.method_name}", signature, f" -> {returns}:", indent
         )
+        lines = [decorator, definition]
         call_args = [f"{p.py_name}={p.py_name}" for p in operation.parameters]
         if operation.body is not None:
             call_args.append("body=body")
+        if operation.security is not None:
+            lines += [self.check(check) for check in operation.security.checks]
+            call_args.insert(0, "principal")
         prefix = "await" if operation.success.type is None else "return await"
-        body = call(f"{prefix} handlers.{operation.method_name}", call_args, "", indent * 2)
-        return "\n".join([decorator, definition, body])
+        lines.append(call(f"{prefix} handlers.{operation.method_name}", call_args, "", indent * 2))
+        return "\n".join(lines)
+
+    def check(self, check: Check) -> str:
+        """``if not await checks.rule(principal, ...): raise Forbidden("Rule")``."""
+        self.imports.principal.add("Forbidden")
+        args = ["principal"] + [
+            argument.parameter.py_name if argument.parameter else literal(argument.value)
+            for argument in check.arguments
+        ]
+        condition = call(f"if not await checks.{check.rule.method_name}", args, ":", INDENT * 2)
+        return f"{condition}\n{INDENT * 3}raise Forbidden({literal(check.rule.name)})"
 
     def router(self) -> str:
         routes = "\n\n".join(self.route(operation) for operation in self.api.operations)
+        summary = (
+            "A router serving every operation of the API by awaiting the method of `handlers`."
+        )
+        params = ["handlers: ApiHandlers"]
+        if self.api.authenticated:
+            self.imports.principal.add("BearerAuth")
+            params += ["*", "auth: BearerAuth"]
+            checks = "; `checks` runs their check rules first." if self.api.checked else "."
+            doc = docstring(
+                f"{summary}\n\n"
+                "Operations that need a bearer token get its principal from "
+                "`auth.require(operationId)`,\n"
+                f"computed once here, and pass it to the handler{checks}",
+                INDENT,
+            )
+        else:
+            doc = docstring(summary, INDENT)
+        if self.api.checked:
+            params.append("checks: CheckRules")
         lines = [
-            "def build_router(handlers: ApiHandlers) -> APIRouter:",
-            f'{INDENT}"""A router serving every operation of the API by awaiting the method '
-            'of `handlers`."""',
+            call("def build_router", params, " -> APIRouter:", ""),
+            doc,
             f"{INDENT}if not isinstance(handlers, ApiHandlers):",
-            f"{INDENT * 2}raise TypeError("
-            'f"build_router needs an ApiHandlers, got {type(handlers).__name__}")',
+            (
+                f"{INDENT * 2}raise TypeError("
+                'f"build_router needs an ApiHandlers, got {type(handlers).__name__}")'
+            ),
             f"{INDENT}_require_all_operations(type(handlers))",
-            f"{INDENT}router = APIRouter()",
         ]
+        if self.api.checked:
+            lines += [
+                f"{INDENT}if not isinstance(checks, CheckRules):",
+                (
+                    f"{INDENT * 2}raise TypeError("
+                    'f"build_router needs a CheckRules for checks, got {type(checks).__name__}")'
+                ),
+                f"{INDENT}_require_all_rules(type(checks))",
+            ]
+        lines.append(f"{INDENT}router = APIRouter()")
         if routes:
             lines += ["", routes]
         lines += ["", f"{INDENT}return router"]
         return "\n".join(lines)
 
+    def usage(self) -> str:
+        """The module docstring's instructions."""
+        if not self.api.check_rules and not self.api.authenticated:
+            return (
+                "Implement `ApiHandlers`, then serve its operations with `build_router(handlers)`."
+            )
+        interfaces = "`ApiHandlers` and `CheckRules`" if self.api.check_rules else "`ApiHandlers`"
+        args = ["handlers"]
+        if self.api.authenticated:
+            args.append("auth=auth")
+        if self.api.checked:
+            args.append("checks=checks")
+        return (
+            f"Implement {interfaces}, then serve the operations with\n"
+            f"`build_router({', '.join(args)})`."
+        )
+
     # -- the file -------------------------------------------------------------------------------
 
     def render(self) -> str:
         # Render the parts first: they collect the imports.
-        parts = [self.operations_table(), self.interface(), _REQUIRE_ALL_OPERATIONS, self.router()]
+        if self.api.check_rules:
+            parts = [
+                self.operations_table(),
+                self.check_rules_table(),
+                self.interface(),
+                self.check_rules_interface(),
+                _REQUIRE_ALL_OPERATIONS,
+                _REQUIRE_ALL_RULES,
+                self.router(),
+            ]
+        else:
+            parts = [
+                self.operations_table(),
+                self.interface(),
+                _REQUIRE_ALL_OPERATIONS,
+                self.router(),
+            ]
         title = f"{self.api.title} {self.api.version}".strip()
-        module_doc = docstring(
-            f"The server interface of {title}.\n\n"
-            "Implement `ApiHandlers`, then serve its operations with `build_router(handlers)`.",
-            "",
-        )
+        module_doc = docstring(f"The server interface of {title}.\n\n{self.usage()}", "")
         return "\n".join(
             [self.header, module_doc, "", self.imports.render(), "", "\n\n\n".join(parts), ""]
         )
@@ -341,23 +501,38 @@ _REQUIRE_ALL_OPERATIONS = '''def _require_all_operations(cls: type[ApiHandlers])
         raise TypeError(f"{cls.__name__} does not implement operations: {', '.join(missing)}")'''
 
 
+_REQUIRE_ALL_RULES = '''def _require_all_rules(cls: type[CheckRules]) -> None:
+    """Raise TypeError naming the check rules `cls` leaves unimplemented, if any."""
+    missing = [
+        f"{rule} ({name})"
+        for rule, name in CHECK_RULES.items()
+        if getattr(getattr(cls, name, None), "__isabstractmethod__", False)
+    ]
+    if missing:
+        raise TypeError(f"{cls.__name__} does not implement check rules: {', '.join(missing)}")'''
+
+
 def render_server(api: Api, models: Models, header: str) -> str:
     return ServerRenderer(api, models, header).render()
 
 
 def render_init(api: Api, header: str, display_path: str) -> str:
     title = f"{api.title} {api.version}".strip()
+    if api.check_rules:
+        what = "models, ApiHandlers, CheckRules and build_router"
+        names = ["ApiHandlers", "CheckRules", "build_router"]
+    else:
+        what = "models, the ApiHandlers interface, its router"
+        names = ["ApiHandlers", "build_router"]
     return "\n".join(
         [
             header,
-            docstring(
-                f"{title}, from {display_path}: models, the ApiHandlers interface, its router.", ""
-            ),
+            docstring(f"{title}, from {display_path}: {what}.", ""),
             "",
             "from . import models",
-            "from .server import ApiHandlers, build_router",
+            f"from .server import {', '.join(names)}",
             "",
-            '__all__ = ["ApiHandlers", "build_router", "models"]',
+            f"__all__ = [{', '.join(literal(name) for name in [*names, 'models'])}]",
             "",
         ]
     )

@@ -5,6 +5,10 @@ shape, every ``$ref``, operationIds (present, unique, distinct as method names),
 what FastAPI maps one to one: path and header scalars, query scalars and exploded arrays) and JSON
 request and response bodies.
 
+Security: an operation's ``security`` (or the document's) names one HTTP bearer scheme or none, and
+its scopes are calls of the document's ``x-check-rules``, like ``IsOrgMember(orgId, "member")``:
+parsed with ``ast`` and checked against the rule's parameters and the operation's, never evaluated.
+
 Inline request, response and parameter-enum schemas get a name derived from the operationId and are
 added to the schemas the models are generated from (``CreateJobRequest``, ``GetJobResponse``,
 ``ListJobsStatus``, ``CreateJob409Response``), so every body has a model. The user's file is never
@@ -13,6 +17,7 @@ changed: hoisting works on a copy.
 
 from __future__ import annotations
 
+import ast
 import copy
 import keyword
 import re
@@ -31,8 +36,15 @@ SCHEMA_REF_PREFIX = "#/components/schemas/"
 ParamLocation = Literal["path", "query", "header"]
 PARAM_LOCATIONS: dict[str, ParamLocation] = {"path": "path", "query": "query", "header": "header"}
 # Names a route function's parameters must not take: the router closure refers to `handlers`, and
-# the interface method has `self` and `body`.
-RESERVED_NAMES = {"self", "body", "handlers"}
+# the interface method has `self` and `body`. Authenticated operations reserve `principal` too,
+# and those with check rules `checks`.
+RESERVED_NAMES = frozenset({"self", "body", "handlers"})
+# The parameters of a check rule's method: `self` and `principal` come first.
+RULE_RESERVED_NAMES = frozenset({"self", "principal"})
+# What build_router names its variables: a route function (named after its operation) must not
+# take one of these names, or the routes defined after it would refer to the function.
+ROUTER_NAMES = frozenset({"router", "handlers"})
+RULE_SCHEMA_TYPES = ("string", "integer", "number", "boolean")
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,52 @@ class Response:
 
 
 @dataclass(frozen=True)
+class RuleParameter:
+    """A parameter of a check rule: a scalar, None too if `nullable`; `enum` limits literals."""
+
+    name: str
+    py_name: str
+    type: PyType
+    nullable: bool = False
+    enum: tuple[Any, ...] | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckRule:
+    """An entry of ``x-check-rules``: a method of the CheckRules interface."""
+
+    name: str
+    method_name: str
+    description: str | None
+    parameters: tuple[RuleParameter, ...]
+
+
+@dataclass(frozen=True)
+class CheckArgument:
+    """An argument of a check: the value of an operation's `parameter`, else the literal `value`."""
+
+    parameter: Parameter | None = None
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """A scope of a bearer requirement: a check rule call, like ``IsOrgMember(orgId, "member")``."""
+
+    rule: CheckRule
+    arguments: tuple[CheckArgument, ...]
+
+
+@dataclass(frozen=True)
+class Security:
+    """An authenticated operation: the bearer `scheme` and the checks its scopes call, in order."""
+
+    scheme: str
+    checks: tuple[Check, ...] = ()
+
+
+@dataclass(frozen=True)
 class Operation:
     """Everything rendered for one operation: its interface method and its route."""
 
@@ -132,6 +190,8 @@ class Operation:
     success: Response
     other_responses: tuple[Response, ...]
     line: int | None
+    # None: a public operation.
+    security: Security | None = None
 
     @property
     def label(self) -> str:
@@ -148,6 +208,21 @@ class Api:
     operations: tuple[Operation, ...]
     # components/schemas plus the hoisted inline schemas: the input of the models generator.
     schemas: dict[str, Any] = field(default_factory=dict)
+    # x-check-rules, in the order of the spec, used or not.
+    check_rules: tuple[CheckRule, ...] = ()
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether an operation needs a bearer token (build_router then takes `auth`)."""
+        return any(operation.security is not None for operation in self.operations)
+
+    @property
+    def checked(self) -> bool:
+        """Whether an operation calls check rules (build_router then takes `checks`)."""
+        return any(
+            operation.security is not None and operation.security.checks
+            for operation in self.operations
+        )
 
 
 def parse(source: Source) -> Api:
@@ -168,12 +243,12 @@ def pascal_case(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in snake_case(name).split("_"))
 
 
-def python_name(name: str) -> str:
+def python_name(name: str, reserved: frozenset[str] = RESERVED_NAMES) -> str:
     """A valid, non-reserved Python identifier for a spec name: ``from`` -> ``from_``."""
     result = snake_case(name) or "param"
     if result[0].isdigit():
         result = f"p_{result}"
-    if keyword.iskeyword(result) or keyword.issoftkeyword(result) or result in RESERVED_NAMES:
+    if keyword.iskeyword(result) or keyword.issoftkeyword(result) or result in reserved:
         result += "_"
     return result
 
@@ -186,12 +261,35 @@ def is_json_media_type(media_type: str) -> bool:
     )
 
 
+def fits(value: Any, parameter: RuleParameter) -> bool:
+    """Whether the literal `value` is a valid argument for `parameter`."""
+    if value is None:
+        return parameter.nullable
+    valid = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+    }.get(parameter.type.name, False)  # no literals of dates, times and UUIDs
+    return valid and (parameter.enum is None or value in parameter.enum)
+
+
+def describe(parameter: RuleParameter) -> str:
+    """What a rule parameter takes, for messages: ``str``, ``int or None``, ``str (one of ...)``."""
+    text = parameter.type.name + (" or None" if parameter.nullable else "")
+    if parameter.enum is not None:
+        text += f" (one of {', '.join(repr(value) for value in parameter.enum)})"
+    return text
+
+
 class _Parser:
     def __init__(self, source: Source) -> None:
         self.source = source
         self.spec: dict[str, Any] = {}
         self.schemas: dict[str, Any] = {}
         self.hoisted: set[str] = set()
+        self.security_schemes: dict[str, Any] = {}
+        self.check_rules: dict[str, CheckRule] = {}
 
     # -- errors and references ------------------------------------------------------------------
 
@@ -310,8 +408,12 @@ class _Parser:
         paths = self.mapping(spec, "paths", (), required=True)
         components = self.mapping(spec, "components", (), required=False)
         self.schemas = dict(self.mapping(components, "schemas", ("components",), required=False))
+        self.security_schemes = self.mapping(
+            components, "securitySchemes", ("components",), required=False
+        )
 
         self.check_refs(spec, ())
+        self.check_rules = self.rules()
 
         operations: list[Operation] = []
         for path, item in paths.items():
@@ -323,6 +425,7 @@ class _Parser:
             openapi_version=version,
             operations=tuple(operations),
             schemas=self.schemas,
+            check_rules=tuple(self.check_rules.values()),
         )
 
     def check_unique(self, operations: list[Operation]) -> None:
@@ -347,6 +450,22 @@ class _Parser:
                 )
             by_id[operation.operation_id] = operation
             by_method[operation.method_name] = operation
+        taken = set(ROUTER_NAMES)
+        if any(operation.security is not None for operation in operations):
+            taken.add("auth")
+        if any(
+            operation.security is not None and operation.security.checks for operation in operations
+        ):
+            taken.add("checks")
+        for operation in operations:
+            if operation.method_name in taken:
+                raise GenError(
+                    f"operationId {operation.operation_id!r} ({operation.label}) becomes the "
+                    f"method name {operation.method_name}, which build_router uses for a variable "
+                    "of its own; rename it",
+                    path=self.source.display_path,
+                    line=operation.line,
+                )
 
     def path_item(self, path: str, item: Any) -> list[Operation]:
         location: Location = ("paths", path)
@@ -412,9 +531,22 @@ class _Parser:
         if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
             raise self.error(f"{label}: tags must be a list of strings", (*location, "tags"))
 
+        requirement = self.security_requirement(operation, location, operation_id)
+        reserved = RESERVED_NAMES
+        if requirement is not None:
+            reserved |= {"principal", "checks"} if requirement[1] else {"principal"}
         parameters = self.parameters(
-            path, label, stem, shared + self.parameter_list(operation, location)
+            path, label, stem, shared + self.parameter_list(operation, location), reserved
         )
+        security = None
+        if requirement is not None:
+            scheme, scopes = requirement
+            security = Security(
+                scheme=scheme,
+                checks=tuple(
+                    self.check(scope, at, operation_id, parameters) for scope, at in scopes
+                ),
+            )
         body = self.request_body(operation, location, label, stem)
         success, others = self.responses(operation, location, label, stem)
         return Operation(
@@ -431,7 +563,321 @@ class _Parser:
             success=success,
             other_responses=others,
             line=self.source.line(location),
+            security=security,
         )
+
+    # -- security -------------------------------------------------------------------------------
+
+    def security_requirement(
+        self, operation: dict[str, Any], location: Location, operation_id: str
+    ) -> tuple[str, list[tuple[str, Location]]] | None:
+        """The bearer scheme an operation requires and its scopes, or None if it is public."""
+        if "security" in operation:
+            raw, at = operation["security"], (*location, "security")
+            what = f"operation {operation_id!r}"
+        elif "security" in self.spec:
+            raw, at = self.spec["security"], ("security",)
+            what = f"operation {operation_id!r} (by the top-level `security`)"
+        else:
+            return None
+        if not isinstance(raw, list):
+            raise self.error(
+                f"{what}: `security` must be a list of requirements, like [{{BearerAuth: []}}] "
+                "or [] (public)",
+                at,
+            )
+        if not raw:
+            return None
+        for index, requirement in enumerate(raw):
+            if not isinstance(requirement, dict):
+                raise self.error(
+                    f"{what}: a security requirement must be a mapping of a scheme to its scopes",
+                    (*at, index),
+                )
+            if not requirement:
+                raise self.error(
+                    f"{what}: optional authentication (the empty requirement {{}}) is not "
+                    "supported; an operation is either authenticated or public (`security: []`)",
+                    (*at, index),
+                )
+        if len(raw) > 1:
+            raise self.error(
+                f"{what}: alternative security requirements ({len(raw)} of them) are not "
+                "supported; give one, like [{BearerAuth: []}]",
+                at,
+            )
+        requirement, at = raw[0], (*at, 0)
+        if len(requirement) > 1:
+            raise self.error(
+                f"{what}: requiring several security schemes at once ({', '.join(requirement)}) "
+                "is not supported",
+                at,
+            )
+        [(scheme, scopes)] = requirement.items()
+        at = (*at, scheme)
+        self.bearer_scheme(scheme, at, what)
+        if not isinstance(scopes, list) or not all(isinstance(scope, str) for scope in scopes):
+            raise self.error(
+                f"{what}: the scopes of {scheme} must be a list of check rule calls (strings)", at
+            )
+        return scheme, [(scope, (*at, index)) for index, scope in enumerate(scopes)]
+
+    def bearer_scheme(self, name: str, location: Location, what: str) -> None:
+        """Check that the security scheme `name` exists and is an HTTP bearer scheme."""
+        if name not in self.security_schemes:
+            defined = ", ".join(self.security_schemes) or "none"
+            raise self.error(
+                f"{what}: unknown security scheme {name!r} "
+                f"(components/securitySchemes defines: {defined})",
+                location,
+            )
+        scheme, scheme_location = self.follow(
+            self.security_schemes[name],
+            ("components", "securitySchemes", name),
+            "a security scheme",
+        )
+        type_, http_scheme = scheme.get("type"), scheme.get("scheme")
+        if type_ == "http" and isinstance(http_scheme, str) and http_scheme.lower() == "bearer":
+            return
+        kind = f"type: {type_}" + (f", scheme: {http_scheme}" if type_ == "http" else "")
+        raise self.error(
+            f"security scheme {name!r} ({kind}), used by {what}, is not supported: only HTTP "
+            "bearer schemes (type: http, scheme: bearer) are",
+            scheme_location,
+        )
+
+    def check(
+        self, text: str, location: Location, operation_id: str, parameters: tuple[Parameter, ...]
+    ) -> Check:
+        """A scope: the call of a check rule with parameters of the operation and literals."""
+        what = f"operation {operation_id!r}: scope {text!r}"
+        try:
+            node = ast.parse(text.strip(), mode="eval").body
+        except (SyntaxError, ValueError):  # ValueError: a null byte
+            node = None
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+            raise self.error(
+                f"{what} is not a check rule call like "
+                'IsOrgMember(orgId, "member") (parameter names and literals as arguments)',
+                location,
+            )
+        rule = self.check_rules.get(node.func.id)
+        if rule is None:
+            defined = ", ".join(self.check_rules) or "none"
+            raise self.error(
+                f"{what}: unknown check rule {node.func.id!r} (x-check-rules defines: {defined})",
+                location,
+            )
+        if node.keywords:
+            raise self.error(
+                f"{what}: keyword arguments are not supported; pass the arguments in order",
+                location,
+            )
+        if len(node.args) != len(rule.parameters):
+            expected = ", ".join(p.name for p in rule.parameters)
+            raise self.error(
+                f"{what}: {rule.name} takes {len(rule.parameters)} argument(s) ({expected}), "
+                f"got {len(node.args)}",
+                location,
+            )
+        by_name = {p.name: p for p in parameters}
+        arguments: list[CheckArgument] = []
+        for argument, rule_parameter in zip(node.args, rule.parameters, strict=True):
+            target = f"{what}: argument {ast.unparse(argument)} (for {rule_parameter.name})"
+            if isinstance(argument, ast.Name):
+                parameter = by_name.get(argument.id)
+                if parameter is None or parameter.location == "header":
+                    names = ", ".join(p.name for p in parameters if p.location != "header")
+                    raise self.error(
+                        f"{target} is not a path or query parameter of the operation "
+                        f"(it has: {names or 'none'})",
+                        location,
+                    )
+                if (problem := self.mismatch(rule_parameter, parameter)) is not None:
+                    raise self.error(f"{target}: {problem}", location)
+                arguments.append(CheckArgument(parameter=parameter))
+            elif isinstance(argument, ast.Constant) and (
+                argument.value is None or isinstance(argument.value, str | int | float)
+            ):
+                if not fits(argument.value, rule_parameter):
+                    raise self.error(
+                        f"{target} is not a valid {describe(rule_parameter)}", location
+                    )
+                arguments.append(CheckArgument(value=argument.value))
+            else:
+                raise self.error(
+                    f"{target}: arguments must be parameter names or literals "
+                    "(strings, numbers, True, False, None)",
+                    location,
+                )
+        return Check(rule=rule, arguments=tuple(arguments))
+
+    def mismatch(self, rule_parameter: RuleParameter, parameter: Parameter) -> str | None:
+        """Why the value of `parameter` cannot be passed to `rule_parameter`, if it cannot."""
+        expected = describe(rule_parameter)
+        type_ = parameter.type
+        if type_.kind == "model":  # an enum: the members of a string enum are strings
+            enum_type = self.schemas.get(type_.name, {}).get("type", "string")
+            fitting = rule_parameter.type.name == "str" and enum_type == "string"
+            got = f"the enum {type_.name}"
+        elif type_.kind == "builtin":
+            fitting = type_.name == rule_parameter.type.name or (
+                type_.name == "int" and rule_parameter.type.name == "float"
+            )
+            got = type_.name
+        else:
+            fitting, got = False, "an array"
+        if not fitting:
+            return f"the parameter is {got}, the rule takes {expected}"
+        if not parameter.required and not parameter.has_default and not rule_parameter.nullable:
+            return (
+                "the parameter is optional without a default (None when absent), but the rule's "
+                f"{rule_parameter.name} is not nullable"
+            )
+        return None
+
+    def rules(self) -> dict[str, CheckRule]:
+        """The document's ``x-check-rules``, checked."""
+        location: Location = ("x-check-rules",)
+        raw = self.spec.get("x-check-rules")
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise self.error(
+                "`x-check-rules` must be a mapping of rule names to "
+                "{description, parameters: [{name, schema}]}",
+                location,
+            )
+        rules: dict[str, CheckRule] = {}
+        by_method: dict[str, str] = {}
+        for name, rule in raw.items():
+            rule_location = (*location, name)
+            what = f"check rule {name!r}"
+            if not name.isidentifier() or keyword.iskeyword(name):
+                raise self.error(
+                    f"{what}: a rule name must be an identifier (scopes call it: {name}(...))",
+                    rule_location,
+                )
+            method_name = snake_case(name)
+            if (
+                not method_name.isidentifier()
+                or keyword.iskeyword(method_name)
+                or method_name[0].isdigit()
+            ):
+                raise self.error(
+                    f"{what} does not make a Python method name ({method_name!r})", rule_location
+                )
+            if (other := by_method.get(method_name)) is not None:
+                raise self.error(
+                    f"check rules {other!r} and {name!r} both become the method name "
+                    f"{method_name}; rename one",
+                    rule_location,
+                )
+            by_method[method_name] = name
+            if not isinstance(rule, dict):
+                raise self.error(
+                    f"{what} must be a mapping with `description` and `parameters`", rule_location
+                )
+            self.known_keys(rule, {"description", "parameters"}, rule_location, what)
+            if "parameters" not in rule:
+                raise self.error(
+                    f"{what} needs `parameters`: a list of {{name, schema}} ([] for none)",
+                    rule_location,
+                )
+            rules[name] = CheckRule(
+                name=name,
+                method_name=method_name,
+                description=self.text(rule, "description", rule_location),
+                parameters=self.rule_parameters(rule["parameters"], rule_location, what),
+            )
+        return rules
+
+    def known_keys(
+        self, value: dict[str, Any], known: set[str], location: Location, what: str
+    ) -> None:
+        for key in value:
+            if key not in known and not key.startswith("x-"):
+                raise self.error(
+                    f"{what}: unknown key {key!r} (expected: {', '.join(sorted(known))})",
+                    (*location, key),
+                )
+
+    def rule_parameters(
+        self, raw: Any, rule_location: Location, rule_what: str
+    ) -> tuple[RuleParameter, ...]:
+        location = (*rule_location, "parameters")
+        if not isinstance(raw, list):
+            raise self.error(
+                f"{rule_what}: `parameters` must be a list of {{name, schema}}", location
+            )
+        parameters: list[RuleParameter] = []
+        for index, parameter in enumerate(raw):
+            at = (*location, index)
+            if not isinstance(parameter, dict):
+                raise self.error(
+                    f"{rule_what}: a parameter must be a mapping with `name` and `schema`", at
+                )
+            name = parameter.get("name")
+            if not isinstance(name, str) or not name:
+                raise self.error(f"{rule_what}: a parameter needs a `name`", at)
+            what = f"{rule_what}: parameter {name!r}"
+            self.known_keys(parameter, {"name", "description", "schema"}, at, what)
+            py_name = python_name(name, RULE_RESERVED_NAMES)
+            for other in parameters:
+                if other.name == name or other.py_name == py_name:
+                    same = "" if other.name == name else f" (both become {py_name})"
+                    raise self.error(
+                        f"{rule_what}: duplicate parameter names {other.name!r} and {name!r}{same}",
+                        at,
+                    )
+            type_, nullable, enum = self.rule_parameter_type(parameter, at, what)
+            parameters.append(
+                RuleParameter(
+                    name=name,
+                    py_name=py_name,
+                    type=type_,
+                    nullable=nullable,
+                    enum=enum,
+                    description=self.text(parameter, "description", at),
+                )
+            )
+        return tuple(parameters)
+
+    def rule_parameter_type(
+        self, parameter: dict[str, Any], location: Location, what: str
+    ) -> tuple[PyType, bool, tuple[Any, ...] | None]:
+        """The type of a rule parameter's scalar schema, whether it is nullable, its enum."""
+        schema = parameter.get("schema")
+        at = (*location, "schema")
+        if not isinstance(schema, dict):
+            raise self.error(f"{what} needs a `schema` (a mapping)", location)
+        type_ = schema.get("type")
+        nullable = schema.get("nullable") is True
+        if isinstance(type_, list):  # OpenAPI 3.1: [integer, "null"]
+            nullable = nullable or "null" in type_
+            non_null = [t for t in type_ if t != "null"]
+            type_ = non_null[0] if len(non_null) == 1 else None
+        if "$ref" in schema or type_ not in RULE_SCHEMA_TYPES:
+            raise self.error(
+                f"{what}: unsupported schema; check rule parameters are strings, integers, "
+                "numbers or booleans (with a format or an enum), written out in place",
+                at,
+            )
+        scalar = self.scalar_type(type_, schema.get("format"))
+        assert scalar is not None
+        enum = schema.get("enum")
+        if enum is None:
+            return scalar, nullable, None
+        if not isinstance(enum, list) or not enum:
+            raise self.error(f"{what}: `enum` must be a non-empty list", (*at, "enum"))
+        checked = RuleParameter(name="", py_name="", type=scalar, nullable=nullable)
+        for value in enum:
+            if not fits(value, checked):
+                raise self.error(
+                    f"{what}: enum value {value!r} is not a valid {describe(checked)}",
+                    (*at, "enum"),
+                )
+        return scalar, nullable, tuple(enum)
 
     # -- parameters -----------------------------------------------------------------------------
 
@@ -444,7 +890,12 @@ class _Parser:
         return [(item, (*location, "parameters", index)) for index, item in enumerate(raw)]
 
     def parameters(
-        self, path: str, label: str, stem: str, raw: list[tuple[Any, Location]]
+        self,
+        path: str,
+        label: str,
+        stem: str,
+        raw: list[tuple[Any, Location]],
+        reserved: frozenset[str] = RESERVED_NAMES,
     ) -> tuple[Parameter, ...]:
         # Operation-level parameters override path-level ones with the same name and location.
         by_key: dict[tuple[str, str], tuple[dict[str, Any], Location]] = {}
@@ -463,7 +914,7 @@ class _Parser:
 
         template = re.findall(r"{([^}/]+)}", path)
         parameters = [
-            self.parameter(parameter, location, label, stem)
+            self.parameter(parameter, location, label, stem, reserved)
             for parameter, location in by_key.values()
         ]
         declared = {p.name for p in parameters if p.location == "path"}
@@ -493,7 +944,12 @@ class _Parser:
         return tuple(sorted(parameters, key=lambda p: order[p.location]))
 
     def parameter(
-        self, parameter: dict[str, Any], location: Location, label: str, stem: str
+        self,
+        parameter: dict[str, Any],
+        location: Location,
+        label: str,
+        stem: str,
+        reserved: frozenset[str] = RESERVED_NAMES,
     ) -> Parameter:
         name: str = parameter["name"]
         where: str = parameter["in"]
@@ -547,7 +1003,7 @@ class _Parser:
         return Parameter(
             name=name,
             location=PARAM_LOCATIONS[where],
-            py_name=python_name(name),
+            py_name=python_name(name, reserved),
             type=type_,
             required=required,
             has_default=has_default,
