@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogFormat = Literal["text", "json"]
+Environment = Literal["development", "production"]
 
 
 class Settings(BaseSettings):
@@ -78,6 +79,35 @@ class Settings(BaseSettings):
     embedded_pg_dir: Path = Field(
         default=Path(".anchor/pgdata"),
         description="Data folder of the embedded PostgreSQL, used when DATABASE_URL is unset.",
+    )
+    environment: Environment | None = Field(
+        default=None,
+        description="`development` or `production`. Unset: development when DATABASE_URL is "
+        "unset (the embedded PostgreSQL), production otherwise. Production refuses to start "
+        "without a strong AUTH_SECRET.",
+    )
+    auth_secret: SecretStr | None = Field(
+        default=None,
+        description="Server secret that signs bearer tokens (at least 32 random characters, "
+        "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`). Required outside "
+        "development; in development one is generated and kept in `.anchor/auth-secret`. "
+        "Changing it signs everyone out.",
+    )
+    auth_access_token_ttl: int = Field(
+        default=15 * 60, gt=0, description="Seconds an access token is valid."
+    )
+    auth_refresh_token_ttl: int = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="Seconds a refresh token (and its sign-in session) is valid; each refresh "
+        "starts a new period.",
+    )
+    auth_revocation_delay: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds a process may keep using what it read about a session: a sign-out "
+        "or revocation made by another process takes effect here within this bound (at once in "
+        "the process that made it). 0: every request reads the session from the database.",
     )
 
     @property
