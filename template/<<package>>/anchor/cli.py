@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import pgembed
 from .logs import configure_logging, logging_config
@@ -90,6 +91,8 @@ def _database_url(package: str, settings: Settings) -> str:
         return settings.database_url
     url = pgembed.start(settings.embedded_pg_dir, package)
     os.environ["DATABASE_URL"] = url
+    # Still the embedded database, so still development (see ENVIRONMENT) for the children.
+    os.environ.setdefault("ENVIRONMENT", "development")
     return url
 
 
@@ -124,17 +127,36 @@ def _work(package: str, settings: Settings) -> None:
     asyncio.run(run_worker(runtime))
 
 
+def _migration_sets(package: str) -> list[tuple[Path, str]]:
+    """The framework's and the app's migrations, then those of the app's plugins.
+
+    Plugins are listed by the app (`<package>.app.plugins()`) and installed packages; if the
+    app does not import (say, mid-edit), only the first two are known, and we say so.
+    """
+    from .plugins import PluginError, Plugins
+
+    sets = list(MIGRATION_SETS)
+    try:
+        app = importlib.import_module(f"{package}.app")
+        plugins = Plugins.load(app.plugins())
+    except (ImportError, TypeError, PluginError) as exc:
+        log.warning("plugins' migrations skipped: the app's plugins do not load (%s)", exc)
+        return sets
+    return sets + plugins.migration_sets()
+
+
 def _migrate(settings: Settings, action: str, steps: int) -> None:
     import asyncpg
 
     url = _database_url(PACKAGE_DIR.name, settings)
+    migration_sets = _migration_sets(PACKAGE_DIR.name)
 
     async def run() -> None:
         conn = await asyncpg.connect(url)
         try:
             if action == "up":
                 applied = [
-                    m for d, t in MIGRATION_SETS for m in await Migrator(d, table=t).up(conn)
+                    m for d, t in migration_sets for m in await Migrator(d, table=t).up(conn)
                 ]
                 print(
                     f"applied {len(applied)} migration(s)"
@@ -147,7 +169,7 @@ def _migrate(settings: Settings, action: str, steps: int) -> None:
                     + "".join(f"\n  {m.label}" for m in reverted)
                 )
             else:
-                for directory, table in MIGRATION_SETS:
+                for directory, table in migration_sets:
                     for entry in await Migrator(directory, table=table).status(conn):
                         state = "applied" if entry.applied else "pending"
                         print(f"{state}  {table}  {entry.migration.label}")

@@ -527,7 +527,7 @@ def render_init(api: Api, header: str, display_path: str) -> str:
     return "\n".join(
         [
             header,
-            docstring(f"{title}, from {display_path}: {what}.", ""),
+            docstring(f"{title}: {what}.\n\nGenerated from {display_path}.", ""),
             "",
             "from . import models",
             f"from .server import {', '.join(names)}",
