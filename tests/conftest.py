@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "template"
 TEMPLATE_PACKAGE = TEMPLATE / "<<package>>"
 VENV_BIN = REPO / ".venv" / "bin"
+
+# Generated apps run as in production whenever DATABASE_URL is set, and production needs a strong
+# AUTH_SECRET: give every process the tests start one (tests of the rule itself set their own).
+os.environ.setdefault("AUTH_SECRET", secrets.token_urlsafe(48))
 
 
 def run_tool(tool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -40,18 +41,27 @@ def embedded_postgres_processes(project: Path) -> list[psutil.Process]:
     return found
 
 
-def request(port: int, path: str, method: str = "GET") -> dict[str, object]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+def request(
+    port: int, path: str, method: str = "GET", body: object = None, token: str = ""
+) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=data, headers=headers, method=method
+    )
     with urllib.request.urlopen(req, timeout=5) as response:
         return dict(json.loads(response.read()))
 
 
 def test_serve_runs_on_embedded_postgres_and_stops_it_on_sigterm(default_project: Path) -> None:
+    """Development out of the box: no DATABASE_URL, no AUTH_SECRET (one is generated)."""
     port = free_port()
+    env = project_env(PORT=str(port), LOG_LEVEL="warning")
+    del env["AUTH_SECRET"]
     server = subprocess.Popen(
-        [python(default_project), "-m", "my_app", "serve"],
-        cwd=default_project,
-        env=project_env(PORT=str(port), LOG_LEVEL="warning"),
+        [python(default_project), "-m", "my_app", "serve"], cwd=default_project, env=env
     )
     try:
         deadline = time.monotonic() + 60
@@ -64,8 +74,12 @@ def test_serve_runs_on_embedded_postgres_and_stops_it_on_sigterm(default_project
                 assert time.monotonic() < deadline, "server not ready in 60s"
                 time.sleep(0.3)
         assert embedded_postgres_processes(default_project), "no embedded PostgreSQL running"
+        account = {"name": f"cli_{port}", "password": "correct horse battery"}
+        token = request(port, "/api/v1/auth/sign-up", "POST", account)["accessToken"]
         before = request(port, "/api/v1/counter")["count"]
-        assert request(port, "/api/v1/counter", "POST") == {"count": before + 1}  # type: ignore[operator]
+        assert request(port, "/api/v1/counter", "POST", token=token) == {"count": before + 1}
+        secret = default_project / ".anchor" / "auth-secret"
+        assert secret.stat().st_mode & 0o777 == 0o600
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
@@ -82,8 +96,11 @@ def test_migrate_applies_once_and_reports_status(default_project: Path) -> None:
     first = subprocess.run(
         run, cwd=default_project, env=env, capture_output=True, text=True, check=True
     )
-    assert first.stdout.split()[:3] == ["applied", "3", "migration(s)"]
-    assert "0001_tasks" in first.stdout and "0001_init" in first.stdout  # framework's, then app's
+    # The framework's (tasks, accounts), then the app's, then its plugins' (the audit log).
+    labels = [line.strip() for line in first.stdout.splitlines()[1:]]
+    assert first.stdout.split()[:3] == ["applied", "5", "migration(s)"]
+    assert [label.split("_")[0] for label in labels] == ["0001", "0002", "0001", "0001", "0001"]
+    assert [label.split("_", 1)[1] for label in labels][2:] == ["auth", "init", "audit_events"]
     again = subprocess.run(
         run, cwd=default_project, env=env, capture_output=True, text=True, check=True
     )
@@ -92,6 +109,7 @@ def test_migrate_applies_once_and_reports_status(default_project: Path) -> None:
         [*run, "status"], cwd=default_project, env=env, capture_output=True, text=True, check=True
     )
     assert "applied  anchor_migrations  0001_init" in status.stdout
+    assert "applied  anchor_plugin_audit_migrations  0001_audit_events" in status.stdout
     assert "pending" not in status.stdout
 
 

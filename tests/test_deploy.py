@@ -381,7 +381,7 @@ def test_config_and_secret_hold_only_settings(
     assert set(data) <= settings_vars, set(data) - settings_vars
     assert "DATABASE_URL" not in data and "WORKER_ENABLED" not in data
     assert data["MIGRATE_ON_START"] == "false"
-    assert set(manifests["secret.yaml"]["stringData"]) == {"DATABASE_URL"}
+    assert set(manifests["secret.yaml"]["stringData"]) == {"DATABASE_URL", "AUTH_SECRET"}
 
 
 def test_worker_deployment_outlives_its_shutdown_grace(

@@ -47,6 +47,8 @@ def test_default_answers(default_project: Path) -> None:
     assert (package / "gen" / "db").is_dir() and (package / "gen" / "api").is_dir()
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
     assert answers["package"] == "my_app" and answers["http_port"] == 8000
+    assert answers["simple_auth"] is True and (package / "checks.py").is_file()
+    assert (package / "plugins" / "audit" / "gen" / "api").is_dir()  # make gen did plugins too
     assert "port: int = 8000" in (package / "settings.py").read_text()
     assert unrendered_markers(project) == []
     # The copy task made a git repo with one commit, so `copier update` works later.
@@ -78,8 +80,13 @@ def test_non_default_answers_without_tasks(template: Path, tmp_path: Path) -> No
         description='Bills "things"',
         author="Ada <ada@example.com>",
         http_port=9123,
+        simple_auth=False,
     )
     assert not (project / ".git").exists()
+    # Without simple_auth: no account endpoints, no bearer security, no check rules.
+    assert not (project / "billing_api" / "checks.py").exists()
+    assert not (project / "tests" / "test_auth.py").exists()
+    assert "security" not in (project / "api" / "v1.yaml").read_text()
     assert (project / "billing_api" / "app.py").is_file()
     assert "port: int = 9123" in (project / "billing_api" / "settings.py").read_text()
     assert 'description = "Bills \\"things\\""' in (project / "pyproject.toml").read_text()

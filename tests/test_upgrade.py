@@ -42,7 +42,7 @@ def release_next_version(repo: Path) -> None:
         makefile.read_text() + "\nversion: ## Print the template version\n\t@echo 1.1.0\n"
     )
     git("mv", "template/<<package>>/tasks.py", "template/<<package>>/task_executors.py", cwd=repo)
-    app = package / "app.py"
+    app = package / "app.py.jinja"
     app.write_text(app.read_text().replace("from .tasks import", "from .task_executors import"))
     test_tasks = repo / "template" / "tests" / "test_tasks.py.jinja"
     test_tasks.write_text(

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from . import pgembed
+from .auth import schema as auth_schema
 from .db import Database, retry_connect
 from .migrations import APP_TABLE, Migrator
 from .observability import HttpMetrics, ObservabilityMiddleware, register_pool_metrics
@@ -30,9 +31,11 @@ log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
 
-# The framework's tables first (the task engine's), then the app's, each with its own bookkeeping.
+# The framework's tables first (the task engine's, accounts'), then the app's (plugins' come
+# after it), each set with its own bookkeeping table.
 MIGRATION_SETS: tuple[tuple[Path, str], ...] = (
     (tasks_schema.MIGRATIONS_DIR, tasks_schema.MIGRATIONS_TABLE),
+    (auth_schema.MIGRATIONS_DIR, auth_schema.MIGRATIONS_TABLE),
     (MIGRATIONS_DIR, APP_TABLE),
 )
 
