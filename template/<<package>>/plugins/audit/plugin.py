@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -9,9 +10,11 @@ from fastapi import APIRouter
 from ...anchor.auth import Org, SignInFailure, User
 from ...anchor.db import Connection, Database
 from ...anchor.plugins import Plugin, PluginContext
-from ...anchor.tasks import FailedTask
+from ...anchor.tasks import FailedTask, TaskDefinition
 from .gen.api import build_router
+from .gen.tasks import TaskRunner, task_definitions
 from .handlers import AuditHandlers
+from .tasks import AuditExecutors
 
 RECORD = """
 INSERT INTO audit_events (kind, user_id, subject, detail)
@@ -31,9 +34,14 @@ class AuditPlugin(Plugin):
 
     def __init__(self) -> None:
         self._db: Database | None = None
+        self.tasks: TaskRunner | None = None  # enqueue the plugin's tasks (after setup)
 
     def setup(self, context: PluginContext) -> None:
         self._db = context.db
+        self.tasks = TaskRunner(context.tasks)
+
+    def task_definitions(self, context: PluginContext) -> Mapping[str, TaskDefinition]:
+        return task_definitions(AuditExecutors())  # pruneAuditEvents, nightly
 
     def routes(self, context: PluginContext) -> APIRouter | None:
         if context.auth is None:  # an app without accounts has no one to show events to
