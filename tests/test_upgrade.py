@@ -109,6 +109,7 @@ def make_user_edits(project: Path, package: str) -> None:
   /api/v1/ping:
     get:
       operationId: ping
+      security: []
       responses:
         "204": {description: alive}
 """,
