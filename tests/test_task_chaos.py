@@ -3,14 +3,13 @@ SIGKILLed workers and a PostgreSQL restart lose no task, and database effects ha
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .chaos import Workers, build_chaos_project, wait_until_done
+from .chaos import Workers, build_chaos_project, busy_worker, wait_until_done
 
 TOTAL = 1000
 
@@ -32,10 +31,9 @@ def workers(chaos_project: Path, database_url: str) -> Iterator[Workers]:
 def test_sigkilled_workers_lose_nothing(workers: Workers, database_url: str) -> None:
     for _ in range(3):
         workers.start()
-    rng = random.Random(7)
-    for _ in range(4):  # kill a worker mid-run and replace it
-        time.sleep(0.8)
-        workers.kill(rng.choice(workers.processes))
+    for _ in range(4):  # kill a worker in the middle of a task, and replace it
+        time.sleep(0.5)
+        workers.kill(busy_worker(workers, database_url))
         workers.start()
     state = wait_until_done(database_url, TOTAL, timeout=120)
     assert workers.stop_all() == []
