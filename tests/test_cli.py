@@ -152,6 +152,36 @@ def test_missing_handler_fails_at_import_and_in_mypy(default_project: Path) -> N
     assert "increment_counter" in typecheck.stdout
 
 
+def test_serve_and_worker_report_an_app_that_cannot_start_in_one_line(
+    default_project: Path,
+) -> None:
+    app = default_project / "my_app" / "app.py"
+    original = app.read_text()
+    app.write_text(
+        original.replace("return [AuditPlugin()]", "return [AuditPlugin(), AuditPlugin()]")
+    )
+    try:
+        results = [
+            subprocess.run(
+                [python(default_project), "-m", "my_app", command],
+                cwd=default_project,
+                env=project_env(PORT=str(free_port())),
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
+            for command in ("serve", "worker")
+        ]
+    finally:
+        app.write_text(original)
+    for done in results:
+        assert done.returncode == 1
+        assert "error: the app cannot start: plugin 'audit'" in done.stderr
+        assert "another plugin is already named 'audit'" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
 def test_check_reports_conflict_markers_and_rej_files(default_project: Path) -> None:
     handlers = default_project / "my_app" / "handlers.py"
     original = handlers.read_text()

@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import pgembed
 from .logs import configure_logging, logging_config
@@ -100,6 +101,7 @@ def _serve(package: str, settings: Settings, args: argparse.Namespace, *, reload
     import uvicorn
 
     _database_url(package, settings)  # start the embedded server once, in the supervisor
+    _build(package, "create_app")  # a problem is one line here, not a traceback per process
     uvicorn.run(
         f"{package}.app:create_app",
         factory=True,
@@ -122,9 +124,24 @@ def _work(package: str, settings: Settings) -> None:
     from .worker_process import run_worker
 
     _database_url(package, settings)
-    app = importlib.import_module(f"{package}.app")
-    runtime = app.create_worker(_settings(package))  # re-read: DATABASE_URL may be set now
+    runtime = _build(package, "create_worker")
     asyncio.run(run_worker(runtime))
+
+
+def _build(package: str, factory: str) -> Any:
+    """`<package>.app.<factory>()` with settings re-read (DATABASE_URL may be set now), or a
+    `CliError` for what is wrong with the app's definitions: code not generated yet, a handler
+    or executor missing, a plugin clash."""
+    from .plugins import PluginError
+
+    try:
+        app = importlib.import_module(f"{package}.app")
+        return getattr(app, factory)(_settings(package))
+    except ModuleNotFoundError as exc:
+        hint = "; run `make gen`" if exc.name and ".gen" in exc.name else ""
+        raise CliError(f"the app does not import: {exc}{hint}") from None
+    except (TypeError, PluginError) as exc:
+        raise CliError(f"the app cannot start: {exc}") from None
 
 
 def _migration_sets(package: str) -> list[tuple[Path, str]]:
