@@ -12,7 +12,7 @@ endif
 DEMO_DIR ?= build/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help tools sync test demo bench-http bench-tasks lint
+.PHONY: help tools sync test demo bench-http bench-auth bench-tasks bench-scale lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -40,6 +40,12 @@ demo: sync ## Generate a demo project in build/demo and run it (API + embedded P
 bench-http: sync ## Benchmark the generated app against hand-written FastAPI + asyncpg
 	$(UV) run python bench/bench_http.py
 
+bench-auth: sync ## Cost of bearer-token verification per request (public vs authenticated)
+	$(UV) run python bench/bench_auth.py
+
 bench-tasks: tools ## Benchmark the task engine against pgqueuer, procrastinate and bare SQL
 	@$(UV) sync --quiet --locked --all-groups
 	$(UV) run --group bench python bench/bench_tasks.py
+
+bench-scale: sync ## Task throughput with 1, 2, 4 worker processes and 2 API processes
+	$(UV) run python bench/bench_scale.py
