@@ -39,7 +39,9 @@ MAX_CACHED_KEYS = 10_000
 
 def bearer_token(authorization: str | None) -> str:
     """The token of an `Authorization: Bearer <token>` header (scheme in any case)."""
-    if not authorization or len(authorization) > MAX_TOKEN_LENGTH + 64:
+    if not authorization:
+        raise Unauthorized(token_sent=False)
+    if len(authorization) > MAX_TOKEN_LENGTH + 64:
         raise Unauthorized()
     scheme, _, token = authorization.strip(" \t").partition(" ")
     token = token.strip(" \t")

@@ -29,14 +29,16 @@ class Principal:
 
 
 class Unauthorized(HTTPException):
-    """401 with `WWW-Authenticate: Bearer`: no usable access token. The detail never echoes it."""
+    """401 with `WWW-Authenticate: Bearer`: no usable access token. The detail never echoes it.
 
-    def __init__(self, detail: str = "a valid bearer token is required") -> None:
-        super().__init__(
-            status_code=401,
-            detail=detail,
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
+    As RFC 6750 asks, the header names the `invalid_token` error only when a token was sent.
+    """
+
+    def __init__(
+        self, detail: str = "a valid bearer token is required", *, token_sent: bool = True
+    ) -> None:
+        challenge = 'Bearer error="invalid_token"' if token_sent else "Bearer"
+        super().__init__(status_code=401, detail=detail, headers={"WWW-Authenticate": challenge})
 
 
 class Forbidden(HTTPException):
