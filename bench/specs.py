@@ -76,9 +76,11 @@ def write_large_definitions(project: Path, *, operations: int, queries: int) -> 
 """)
     spec = (project / "api" / "v1.yaml").read_text()
     spec = spec.replace("paths:\n", "paths:\n" + "".join(paths), 1)
+    schemas = "\n  schemas:\n"  # components/schemas, after securitySchemes if there are any
+    assert schemas in spec, "api/v1.yaml has no components/schemas"
     spec = spec.replace(
-        "components:\n  schemas:\n",
-        """components:
+        schemas,
+        """
   schemas:
     Thing:
       type: object

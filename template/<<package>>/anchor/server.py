@@ -97,7 +97,7 @@ def create_server(
         return JSONResponse({"status": "unavailable", "reason": "database"}, status_code=503)
 
     # observability: request ids and request metrics when REQUEST_OBSERVABILITY is on (it costs
-    # about a fifth of peak requests per second, see BENCHMARKS.md); pool gauges with a registry
+    # about a tenth of peak requests per second, see BENCHMARKS.md); pool gauges with a registry
     if settings.request_observability:
         http_metrics = HttpMetrics(registry) if registry is not None else None
         app.add_middleware(ObservabilityMiddleware, metrics=http_metrics)

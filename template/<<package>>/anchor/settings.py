@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     request_observability: bool = Field(
         default=False,
         description="Request ids (in every log line of a request and the X-Request-ID header) "
-        "and per-route request metrics at /metrics; costs about a fifth of peak req/s.",
+        "and per-route request metrics at /metrics; costs about a tenth of peak req/s.",
     )
     db_pool_min_size: int = Field(default=2, ge=0, description="Connections kept open per process.")
     db_pool_max_size: int = Field(
