@@ -490,26 +490,25 @@ class ServerRenderer:
         )
 
 
-_REQUIRE_ALL_OPERATIONS = '''def _require_all_operations(cls: type[ApiHandlers]) -> None:
-    """Raise TypeError naming the operations `cls` leaves unimplemented, if any."""
+def _require_all(function: str, base: str, table: str, key: str, what: str) -> str:
+    """Source of a generated check that a subclass of `base` implements every method."""
+    return f'''def {function}(cls: type[{base}]) -> None:
+    """Raise TypeError naming the {what} `cls` leaves unimplemented, if any."""
     missing = [
-        f"{operation_id} ({name})"
-        for operation_id, name in OPERATIONS.items()
+        f"{{{key}}} ({{name}})"
+        for {key}, name in {table}.items()
         if getattr(getattr(cls, name, None), "__isabstractmethod__", False)
     ]
     if missing:
-        raise TypeError(f"{cls.__name__} does not implement operations: {', '.join(missing)}")'''
+        raise TypeError(f"{{cls.__name__}} does not implement {what}: {{', '.join(missing)}}")'''
 
 
-_REQUIRE_ALL_RULES = '''def _require_all_rules(cls: type[CheckRules]) -> None:
-    """Raise TypeError naming the check rules `cls` leaves unimplemented, if any."""
-    missing = [
-        f"{rule} ({name})"
-        for rule, name in CHECK_RULES.items()
-        if getattr(getattr(cls, name, None), "__isabstractmethod__", False)
-    ]
-    if missing:
-        raise TypeError(f"{cls.__name__} does not implement check rules: {', '.join(missing)}")'''
+_REQUIRE_ALL_OPERATIONS = _require_all(
+    "_require_all_operations", "ApiHandlers", "OPERATIONS", "operation_id", "operations"
+)
+_REQUIRE_ALL_RULES = _require_all(
+    "_require_all_rules", "CheckRules", "CHECK_RULES", "rule", "check rules"
+)
 
 
 def render_server(api: Api, models: Models, header: str) -> str:
